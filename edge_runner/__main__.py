@@ -1,0 +1,8 @@
+"""``python -m edge_runner``."""
+
+import sys
+
+from edge_runner.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

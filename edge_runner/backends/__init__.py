@@ -1,0 +1,1 @@
+"""Runtime adapters behind one contract (see ``base.py``) and their registry."""

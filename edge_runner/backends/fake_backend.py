@@ -1,0 +1,67 @@
+"""A runtime-free backend for testing the scheduler, batcher and server plumbing.
+
+Its "model" is a manifest with format ``fake``: output ``y = x * scale`` after
+sleeping ``delay_ms`` per call (both from ``manifest.extra``). It records the
+batch size of every call so tests can see what the batcher did. It is never a
+substitute for the real backends' own tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from edge_runner.backends.base import Backend, Capabilities, ModelMetadata, ProbeResult, Tensors
+from edge_runner.errors import InferenceError, ModelLoadError
+
+
+class FakeBackend(Backend):
+    """Multiplies its single input by ``extra['scale']``; optional delay and failure."""
+
+    name = "fake"
+    formats = ("fake",)
+    suffixes = (".fake",)
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.loaded = False
+        self.batch_sizes: list[int] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def probe(cls) -> ProbeResult:
+        return ProbeResult(True, version="1", devices=("CPU",))
+
+    def load(self) -> None:
+        if self.manifest.extra.get("fail_load"):
+            raise ModelLoadError(f"fake model {self.manifest.name!r} was told to fail loading")
+        if len(self.manifest.inputs) != 1 or len(self.manifest.outputs) != 1:
+            raise ModelLoadError("fake models have exactly one input and one output")
+        self.loaded = True
+
+    def metadata(self) -> ModelMetadata:
+        batching = self.manifest.inputs[0].shape[:1] == (-1,)
+        return ModelMetadata(
+            inputs=self.manifest.inputs,
+            outputs=self.manifest.outputs,
+            capabilities=Capabilities(batching=batching, max_concurrency=int(self.manifest.extra.get("instances", 1))),
+        )
+
+    def infer(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
+        if not self.loaded:
+            raise ModelLoadError(f"fake model {self.manifest.name!r} is not loaded")
+        (value,) = inputs.values()
+        with self._lock:
+            self.batch_sizes.append(int(value.shape[0]) if value.ndim else 1)
+        if self.manifest.extra.get("fail_infer"):
+            raise InferenceError("fake backend was told to fail")
+        time.sleep(float(self.manifest.extra.get("delay_ms", 0)) / 1000.0)
+        out = self.manifest.outputs[0]
+        result = (value * self.manifest.extra.get("scale", 2)).astype(value.dtype)
+        return {out.name: np.asarray(result)}
+
+    def unload(self) -> None:
+        self.loaded = False

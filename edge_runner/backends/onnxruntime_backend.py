@@ -1,0 +1,157 @@
+"""ONNX Runtime backend: execution-provider selection with fallback, session options from config."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from edge_runner.backends.base import Backend, Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError
+from edge_runner.manifest import TensorSpec
+
+_ORT_TYPES = {
+    "tensor(float)": "FP32",
+    "tensor(float16)": "FP16",
+    "tensor(double)": "FP64",
+    "tensor(bfloat16)": "BF16",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(bool)": "BOOL",
+    "tensor(string)": "BYTES",
+}
+
+_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+               "all": "ORT_ENABLE_ALL"}
+
+
+def _spec(arg: Any) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type)
+    if dtype is None:
+        raise ModelLoadError(f"tensor {arg.name!r} has type {arg.type}, which edge-runner cannot serve")
+    dims = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in arg.shape)
+    return TensorSpec(arg.name, dtype, dims)
+
+
+def _settle(step: SelectionStep, active: Sequence[str]) -> SelectionStep:
+    """After the session exists: the first active provider is the choice; others are fallbacks or failures."""
+    if not step.chosen:
+        return step
+    if step.candidate == active[0]:
+        return SelectionStep(step.candidate, True, "selected: first available provider in the profile's order")
+    if step.candidate in active:
+        return SelectionStep(step.candidate, False, "active as fallback for nodes the first provider cannot run")
+    return SelectionStep(step.candidate, False, "failed to initialise in the session; fell back")
+
+
+class OnnxRuntimeBackend(Backend):
+    """Serves ``.onnx`` / ``.ort`` files through an ``onnxruntime.InferenceSession``."""
+
+    name = "onnxruntime"
+    formats = ("onnx", "ort")
+    suffixes = (".onnx", ".ort")
+
+    _session: Any = None
+    _meta: ModelMetadata | None = None
+
+    @classmethod
+    def probe(cls) -> ProbeResult:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return ProbeResult(False, reason="onnxruntime is not installed (pip install 'edge-runner[onnx]')")
+        import onnxruntime as ort
+
+        return ProbeResult(True, version=str(ort.__version__), devices=tuple(ort.get_available_providers()))
+
+    def _session_options(self) -> Any:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        opts = self.options.options
+        if self.options.threads > 0:
+            so.intra_op_num_threads = self.options.threads
+        so.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
+        level = str(opts.get("graph_optimization_level", "all"))
+        if level not in _OPT_LEVELS:
+            raise ModelLoadError(f"graph_optimization_level {level!r}: expected one of {', '.join(_OPT_LEVELS)}")
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
+        if self.options.cache_dir is not None and self.manifest.format == "onnx":
+            # The optimized graph is cached per model version; ORT writes it on first load.
+            self.options.cache_dir.mkdir(parents=True, exist_ok=True)
+            so.optimized_model_filepath = str(self.options.cache_dir / "optimized.onnx")
+        so.log_severity_level = 3
+        return so
+
+    def _providers(self, available: Sequence[str]) -> tuple[list[Any], list[SelectionStep]]:
+        wanted = list(self.options.devices) or ["CPUExecutionProvider"]
+        if "CPUExecutionProvider" not in wanted:
+            wanted.append("CPUExecutionProvider")
+        provider_opts = self.options.options.get("provider_options", {})
+        steps, providers = [], []
+        for provider in wanted:
+            if provider not in available:
+                steps.append(SelectionStep(provider, False, "not in onnxruntime.get_available_providers()"))
+                continue
+            providers.append((provider, dict(provider_opts.get(provider, {}))))
+            steps.append(SelectionStep(provider, True, "available"))
+        return providers, steps
+
+    def load(self) -> None:
+        probe = self.probe()
+        if not probe.available:
+            raise BackendUnavailable(probe.reason)
+        import onnxruntime as ort
+
+        providers, steps = self._providers(probe.devices)
+        path = self.folder / self.manifest.primary_file
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=self._session_options(), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeError types
+            raise ModelLoadError(f"onnxruntime could not load {path.name} of {self.manifest.name!r}: {exc}") from exc
+        active = self._session.get_providers()
+        steps = [_settle(step, active) for step in steps]
+        self._meta = ModelMetadata(
+            inputs=tuple(_spec(i) for i in self._session.get_inputs()),
+            outputs=tuple(_spec(o) for o in self._session.get_outputs()),
+            capabilities=self._capabilities(),
+            device=active[0],
+            selection=tuple(steps),
+        )
+
+    def _capabilities(self) -> Capabilities:
+        inputs = self._session.get_inputs()
+        batching = bool(inputs) and all(len(i.shape) > 0 and not isinstance(i.shape[0], int) for i in inputs)
+        dynamic = any(not isinstance(d, int) for i in inputs for d in i.shape)
+        return Capabilities(batching=batching, max_concurrency=4, dynamic_shapes=dynamic,
+                            embed=self.manifest.task in ("feature-extraction", "sentence-embedding"),
+                            devices=tuple(self._session.get_providers()))
+
+    def metadata(self) -> ModelMetadata:
+        if self._meta is None:
+            raise ModelLoadError(f"model {self.manifest.name!r} is not loaded")
+        return self._meta
+
+    def infer(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
+        if self._session is None:
+            raise ModelLoadError(f"model {self.manifest.name!r} is not loaded")
+        names = list(outputs) if outputs else [o.name for o in self.metadata().outputs]
+        try:
+            results = self._session.run(names, inputs)
+        except Exception as exc:
+            text = str(exc)
+            if "INVALID_ARGUMENT" in text or "Invalid rank" in text or "Got invalid dimensions" in text:
+                raise InvalidInput(f"onnxruntime rejected the input: {text.splitlines()[0]}") from exc
+            raise InferenceError(f"onnxruntime failed on {self.manifest.name!r}: {text.splitlines()[0]}") from exc
+        return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+
+    def unload(self) -> None:
+        self._session = None
+        self._meta = None
+

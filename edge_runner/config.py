@@ -1,0 +1,223 @@
+"""Every setting in one typed table, layered: defaults < profile < config file < env < CLI.
+
+Field metadata gives the help text, the converter from strings and any extra
+env names (the seed's ``MAX_BATCH_SIZE`` etc.). CLI flags and ``EDGE_RUNNER_*``
+env names are derived from field names, so nothing is declared twice.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from edge_runner.errors import ConfigError
+
+ENV_PREFIX = "EDGE_RUNNER_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
+               "g": 10**9, "gb": 10**9, "gib": 2**30}
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
+
+
+def to_bool(value: Any) -> bool:
+    """Accept bools and the usual strings."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"expected a boolean (true/false, 1/0, yes/no), got {value!r}")
+
+
+def to_bytes(value: Any) -> int:
+    """Sizes like ``512MB``, ``1.5GiB``, ``0`` (none) or a plain number of bytes; ``auto`` is -1."""
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().lower()
+    if text == "auto":
+        return -1
+    match = re.fullmatch(r"([0-9.]+)\s*([a-z]*)", text)
+    if not match or match.group(2) not in _SIZE_UNITS:
+        raise ValueError(f"expected a size like 512MB, 2GiB, 1000000 or auto, got {value!r}")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
+
+
+def to_duration_s(value: Any) -> float:
+    """Durations like ``5m``, ``30s``, ``250ms``; ``-1`` means forever, ``0`` means now."""
+    if isinstance(value, int | float):
+        return float(value)
+    text = str(value).strip().lower()
+    match = re.fullmatch(r"(-?[0-9.]+)\s*(ms|s|m|h|)", text)
+    if not match:
+        raise ValueError(f"expected a duration like 5m, 30s, 250ms, 0 or -1, got {value!r}")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def to_int_list(value: Any) -> tuple[int, ...]:
+    """``"1,4,8"`` or a list -> tuple of ints."""
+    items = value if isinstance(value, list | tuple) else [v for v in str(value).split(",") if v.strip()]
+    return tuple(int(v) for v in items)
+
+
+def to_str_list(value: Any) -> tuple[str, ...]:
+    """``"a,b"`` or a list -> tuple of str."""
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(str(v).strip() for v in items if str(v).strip())
+
+
+def _setting(default: Any, help: str, conv: Callable[[Any], Any], env: tuple[str, ...] = (),
+             secret: bool = False, flag: bool = True) -> Any:
+    return field(default=default, metadata={"help": help, "conv": conv, "env": env, "secret": secret, "flag": flag})
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return str(Path(base) / "edge-runner")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings of one edge-runner process."""
+
+    host: str = _setting("127.0.0.1", "address to bind; loopback by default, 0.0.0.0 to expose", str)
+    port: int = _setting(8000, "TCP port; 0 picks a free one (printed at start)", int)
+    model_repository: str = _setting("", "model repository folder (default: $XDG_DATA_HOME/edge-runner/models)", str)
+    models: tuple[str, ...] = _setting((), "models to load at start (comma list; default: all)", to_str_list)
+    model_name: str = _setting("", "serve one model under this name (seed form, with --model-path)", str)
+    model_path: str = _setting("", "path of the one model to serve (ONNX file or folder with manifest)", str)
+    load_defaults: bool = _setting(True, "also serve the embedded default models (digits, tiny-llm)", to_bool)
+    version_policy: str = _setting("latest", "versions to load: latest, latest:N, all, specific:1,2", str)
+    profile: str = _setting("cpu", "hardware profile name or .toml path (see profiles/)", str)
+    threads: int = _setting(0, "intra-op threads per model; 0 = runtime default (all cores)", int)
+    graph_optimization_level: str = _setting("all", "ONNX Runtime graph optimizations: disable/basic/extended/all",
+                                             str)
+    dynamic_batching: bool = _setting(True, "stack concurrent requests into one batch", to_bool,
+                                      env=("DYNAMIC_BATCHING",))
+    max_batch_size: int = _setting(8, "largest batch the batcher builds", int, env=("MAX_BATCH_SIZE",))
+    max_queue_delay_ms: float = _setting(2.0, "how long the batcher waits to fill a batch", float)
+    preferred_batch_sizes: tuple[int, ...] = _setting((), "batch sizes to prefer (comma list)", to_int_list)
+    max_queue_size: int = _setting(64, "queued requests per model before 429", int)
+    max_concurrent_requests: int = _setting(64, "requests in flight across the server before 429", int,
+                                            env=("MAX_CONCURRENT_REQUESTS",))
+    request_timeout_ms: int = _setting(30000, "per-request deadline; past it the answer is 504", int)
+    max_body_bytes: int = _setting(64 * 2**20, "largest request body accepted (e.g. 64MiB)", to_bytes)
+    http_threads: int = _setting(8, "waitress worker threads", int)
+    api_key: str = _setting("", "require 'Authorization: Bearer KEY' on every route but liveness", str, secret=True)
+    enable_metrics: bool = _setting(True, "serve Prometheus metrics at /metrics", to_bool)
+    memory_budget: int = _setting(-1, "bytes all loaded models may use; auto = 80% of available RAM", to_bytes)
+    keep_alive: float = _setting(-1.0, "unload a model idle this long (5m, 30s; -1 forever, 0 at once)",
+                                 to_duration_s)
+    max_seq_len: int = _setting(2048, "context length for LLMs", int)
+    use_mmap: bool = _setting(True, "memory-map weights where the runtime allows", to_bool)
+    mlock: bool = _setting(False, "lock LLM weights in RAM (needs a raised memlock limit)", to_bool)
+    quantization: str = _setting("", "preferred quantization when a model has several (int8, fp16, q8_0)", str,
+                                 env=("QUANTIZATION",))
+    cache_dir: str = _setting("", "compiled/optimized model cache (default: $XDG_CACHE_HOME/edge-runner)", str)
+    log_level: str = _setting("info", "debug, info, warning or error", str)
+
+    def repository_root(self) -> Path:
+        """The writable model repository folder."""
+        from edge_runner.repository import default_repository_root
+
+        return Path(self.model_repository) if self.model_repository else default_repository_root()
+
+    def cache_root(self) -> Path:
+        """The cache folder for optimized/compiled models."""
+        return Path(self.cache_dir or _default_cache_dir())
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+
+
+def env_names(name: str) -> tuple[str, ...]:
+    """Env variables for a setting: ``EDGE_RUNNER_<NAME>`` then the seed's aliases."""
+    meta = next(f for f in fields(Settings) if f.name == name).metadata
+    return (ENV_PREFIX + name.upper(), *meta["env"])
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings plus where each value came from (``default``, ``profile:cpu``, a file, an env var, ``cli``)."""
+
+    settings: Settings
+    sources: dict[str, str]
+
+
+def _convert(name: str, value: Any, source: str) -> Any:
+    if name not in SETTING_NAMES:
+        raise ConfigError(f"unknown setting {name!r} in {source}; known settings: {', '.join(SETTING_NAMES)}")
+    conv = next(f for f in fields(Settings) if f.name == name).metadata["conv"]
+    try:
+        return conv(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value for {name!r} in {source}: {exc}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML config file of ``setting = value`` lines."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    return data
+
+
+def load_config(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: Path | None = None,
+                profile_settings: Mapping[str, Any] | None = None, profile_name: str = "") -> Resolved:
+    """Pure layering of every source; raises ConfigError naming the key and where it came from."""
+    values: dict[str, Any] = {}
+    sources = {f.name: "default" for f in fields(Settings)}
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    if profile_settings:
+        layers.append((f"profile:{profile_name}", profile_settings))
+    if config_file is not None:
+        layers.append((str(config_file), read_config_file(config_file)))
+    for source, table in layers:
+        for key, value in table.items():
+            values[key] = _convert(key, value, source)
+            sources[key] = source
+    for name in SETTING_NAMES:
+        for env in env_names(name):
+            if env in environ:
+                values[name] = _convert(name, environ[env], f"env {env}")
+                sources[name] = f"env {env}"
+                break
+    for key, value in cli.items():
+        values[key] = _convert(key, value, f"--{key.replace('_', '-')}")
+        sources[key] = "cli"
+    unknown_env = [k for k in environ if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in SETTING_NAMES
+                   and k not in _NON_SETTING_ENV]
+    if unknown_env:
+        raise ConfigError(f"unknown environment variable {unknown_env[0]}; known settings: {', '.join(SETTING_NAMES)}")
+    return Resolved(replace(Settings(), **values), sources)
+
+
+# Env names that are not settings but are read elsewhere.
+_NON_SETTING_ENV = {"EDGE_RUNNER_CONFIG", "EDGE_RUNNER_PROFILES_DIR", "EDGE_RUNNER_MODEL_REPOSITORY_ROOT"}
+
+
+def describe(resolved: Resolved) -> list[dict[str, Any]]:
+    """Rows for ``config --show``: name, value (secrets masked), source, env names, help."""
+    rows = []
+    for f in fields(Settings):
+        value = getattr(resolved.settings, f.name)
+        if f.metadata["secret"] and value:
+            value = "***"
+        rows.append({"name": f.name, "value": value, "source": resolved.sources[f.name],
+                     "env": list(env_names(f.name)), "help": f.metadata["help"]})
+    return rows
+
+
+def setting_fields() -> list[tuple[str, Any, str]]:
+    """(name, default, help) of each setting, for generating CLI flags."""
+    return [(f.name, f.default if f.default is not MISSING else None, f.metadata["help"]) for f in fields(Settings)]

@@ -1,0 +1,118 @@
+"""``create_app(manager, settings)``: the Falcon application with every route.
+
+Routes are declared once in ``build_routes``; ``/openapi.json`` is generated
+from the same table so the spec cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import falcon
+
+from edge_runner import __version__
+from edge_runner.config import Settings
+from edge_runner.errors import Unauthorized
+from edge_runner.model_manager import ModelManager
+from edge_runner.server import errors as server_errors
+from edge_runner.server import kserve
+
+OPEN_PATHS = {"/v2/health/live"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One URI template, the resource serving it, and a summary for the OpenAPI spec."""
+
+    path: str
+    resource: Any
+    summary: str
+    tag: str = "kserve-v2"
+
+
+class AuthMiddleware:
+    """Bearer-token check on every route but liveness."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if not self.api_key or req.path in OPEN_PATHS:
+            return
+        header = req.get_header("Authorization") or ""
+        token = header[7:] if header.startswith("Bearer ") else ""
+        if not hmac.compare_digest(token.encode(), self.api_key.encode()):
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
+
+
+def build_routes(manager: ModelManager, settings: Settings, state: dict[str, bool]) -> list[Route]:
+    """The KServe v2 route table."""
+    meta = kserve.ModelMetadataResource(manager)
+    ready = kserve.ModelReadyResource(manager)
+    infer = kserve.InferResource(manager, settings.max_body_bytes)
+    stats = kserve.StatsResource(manager)
+    config = kserve.ModelConfigResource(manager)
+    version = "/v2/models/{model}/versions/{version}"
+    return [
+        Route("/v2", kserve.ServerMetadataResource(), "Server metadata and protocol extensions"),
+        Route("/v2/health/live", kserve.LiveResource(), "Liveness (never needs the API key)"),
+        Route("/v2/health/ready", kserve.ReadyResource(state), "Readiness: 200 once start-up loads are done"),
+        Route("/v2/models/stats", stats, "Statistics of every loaded model"),
+        Route("/v2/models/{model}", meta, "Model metadata: inputs, outputs, device and why"),
+        Route(version, meta, "Metadata of one version"),
+        Route("/v2/models/{model}/ready", ready, "Model readiness"),
+        Route(f"{version}/ready", ready, "Version readiness"),
+        Route("/v2/models/{model}/config", config, "Triton-style model configuration"),
+        Route(f"{version}/config", config, "Triton-style configuration of one version"),
+        Route("/v2/models/{model}/infer", infer, "Inference (JSON or binary tensor extension)"),
+        Route(f"{version}/infer", infer, "Inference on one version"),
+        Route("/v2/models/{model}/stats", stats, "Statistics of one model"),
+        Route(f"{version}/stats", stats, "Statistics of one version"),
+        Route("/v2/repository/index", kserve.RepositoryIndexResource(manager), "Every model version and its state"),
+        Route("/v2/repository/models/{model}/load", kserve.RepositoryLoadResource(manager, "load"), "Load a model"),
+        Route("/v2/repository/models/{model}/unload", kserve.RepositoryLoadResource(manager, "unload"),
+              "Unload a model"),
+    ]
+
+
+class OpenApiResource:
+    """A generated OpenAPI 3.1 document of every registered route."""
+
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        paths: dict[str, Any] = {}
+        for route in self.routes:
+            ops: dict[str, Any] = {}
+            for method in ("get", "post"):
+                if hasattr(route.resource, f"on_{method}"):
+                    params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+                              for p in route.path.split("/") if p.startswith("{")]
+                    ops[method] = {"summary": route.summary, "tags": [route.tag], "parameters": params,
+                                   "responses": {"200": {"description": "OK"},
+                                                 "4XX": {"description": "Client error: {\"error\": message}"},
+                                                 "5XX": {"description": "Not ready, overloaded or failed"}}}
+            paths[route.path] = ops
+        resp.media = {"openapi": "3.1.0", "info": {"title": "edge-runner", "version": __version__}, "paths": paths}
+
+
+def create_app(manager: ModelManager, settings: Settings, state: dict[str, bool] | None = None,
+               middleware: list[Any] | None = None) -> falcon.App:
+    """The WSGI app; ``state`` carries readiness/draining flags shared with the serve loop."""
+    state = state if state is not None else {"ready": True}
+    app = falcon.App(middleware=[*(middleware or []), AuthMiddleware(settings.api_key)])
+    app.req_options.strip_url_path_trailing_slash = True
+    server_errors.install(app)
+    routes = build_routes(manager, settings, state)
+    if importlib.util.find_spec("edge_runner.server.openai_routes") is not None:
+        from edge_runner.server.openai_routes import add_openai_routes
+
+        add_openai_routes(app, manager)
+    for route in routes:
+        app.add_route(route.path, route.resource)
+    app.add_route("/openapi.json", OpenApiResource(routes))
+    return app
