@@ -32,7 +32,7 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
                        help="TOML file of settings (also EDGE_RUNNER_CONFIG)")
     for name, default, help_text in setting_fields():
         flag = "--" + name.replace("_", "-")
-        shown = f"{help_text} (default: {default!r})"
+        shown = f"{help_text} (default: {default!r})".replace("%", "%%")
         if isinstance(default, bool):
             on, off = _ALIASES.get(name, ([flag], [f"--no-{name.replace('_', '-')}"]))
             group.add_argument(*on, dest=name, action="store_const", const=True, default=argparse.SUPPRESS,

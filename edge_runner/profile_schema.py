@@ -133,8 +133,9 @@ SCHEMA: dict[str, dict[str, Checker]] = {
     },
     "tflite": {
         "devices": _STRINGS,
-        "delegates": _table_of(_record({"library": _str, "options": _SCALARS}, required=("library",)),
-                               "delegate tables"),
+        "delegates": _table_of(
+            _record({"library": _str, "options": _SCALARS}, required=("library",)), "delegate tables"
+        ),
     },
     "auto": {
         "rules": _list_of(
@@ -142,9 +143,17 @@ SCHEMA: dict[str, dict[str, Checker]] = {
                 {
                     "profile": _str,
                     "reason": _str,
-                    "when": _record({"arch": lambda v: _str(v) and _STRINGS(v), "nvidia_gpu": _bool,
-                                     "jetson": _bool, "npu": _bool, "max_ram_gib": _number,
-                                     "min_ram_gib": _number, "max_cores": _int}),
+                    "when": _record(
+                        {
+                            "arch": lambda v: _str(v) and _STRINGS(v),
+                            "nvidia_gpu": _bool,
+                            "jetson": _bool,
+                            "npu": _bool,
+                            "max_ram_gib": _number,
+                            "min_ram_gib": _number,
+                            "max_cores": _int,
+                        }
+                    ),
                 },
                 required=("profile",),
             ),
@@ -167,8 +176,9 @@ def validate_profile(data: Mapping[str, Any], source: str) -> None:
             raise ConfigError(f"profile {source}: {table} must be a table ([{table}])")
         for key, value in body.items():
             if key not in schema:
-                raise ConfigError(f"profile {source}: unknown key {table}.{key}; known keys of [{table}]: "
-                                  f"{', '.join(schema)}")
+                raise ConfigError(
+                    f"profile {source}: unknown key {table}.{key}; known keys of [{table}]: {', '.join(schema)}"
+                )
             error = schema[key](value)
             if error:
                 raise ConfigError(f"profile {source}: bad value for {table}.{key}: {error}, got {value!r}")
@@ -181,5 +191,7 @@ def validate_profile(data: Mapping[str, Any], source: str) -> None:
         known = all_backend_names()
         unknown = [b for b in order if b not in known]
         if unknown:
-            raise ConfigError(f"profile {source}: bad value for profile.backend_order: unknown backend "
-                              f"{unknown[0]!r}; known backends: {', '.join(known)}")
+            raise ConfigError(
+                f"profile {source}: bad value for profile.backend_order: unknown backend "
+                f"{unknown[0]!r}; known backends: {', '.join(known)}"
+            )

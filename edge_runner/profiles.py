@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from edge_runner.backends.base import LoadOptions, SelectionStep
+from edge_runner.backends.base import LoadOptions, ProbeResult, SelectionStep
 from edge_runner.errors import BackendUnavailable, ConfigError
 from edge_runner.profile_schema import validate_profile
 
@@ -204,7 +204,71 @@ def select_auto(facts: Mapping[str, Any] | None = None, rules: list[dict[str, An
         if not auto_path.is_file():
             return AutoChoice("cpu", f"{auto_path} not found; using the generic CPU profile")
         rules = read_profile_file(auto_path)["auto"]["rules"]
+    seen = (
+        f"{facts.get('arch', '?')}, {facts.get('cores', '?')} cores, "
+        f"{float(facts.get('ram_bytes', 0)) / 2**30:.1f} GiB RAM, NVIDIA GPU: {_yes(facts, 'nvidia_gpu')}, "
+        f"Jetson: {_yes(facts, 'jetson')}, NPU: {_yes(facts, 'npu')}"
+    )
     for index, rule in enumerate(rules):
         if _rule_matches(rule.get("when", {}), facts):
-            return AutoChoice(str(rule["profile"]), str(rule.get("reason", f"rule {index + 1} matched")), index)
-    return AutoChoice("cpu", "no auto rule matched; using the generic CPU profile")
+            reason = str(rule.get("reason", f"rule {index + 1} matched"))
+            return AutoChoice(str(rule["profile"]), f"{reason} ({seen})", index)
+    return AutoChoice("cpu", f"no auto rule matched; using the generic CPU profile ({seen})")
+
+
+def _yes(facts: Mapping[str, Any], key: str) -> str:
+    return "yes" if facts.get(key) else "no"
+
+
+_CPU_FALLBACK = {"onnxruntime": "CPUExecutionProvider", "openvino": "CPU", "tflite": "CPU", "llama_cpp": "CPU"}
+
+
+def _why_not(backend: str, device: str, options: LoadOptions, available: tuple[str, ...]) -> str:
+    if backend == "openvino":
+        from edge_runner.backends.openvino_backend import device_unavailable
+
+        return device_unavailable(device, available)
+    if backend == "tflite":
+        if device == "CPU":
+            return ""
+        from edge_runner.backends.tflite_backend import delegate_unavailable
+
+        spec = dict(options.options.get("delegates", {}).get(device, {"library": device}))
+        return delegate_unavailable(str(spec.get("library", device)))
+    if backend == "llama_cpp" and device == "GPU":
+        gpus = [d for d in available if d.upper() != "CPU"]
+        return "" if gpus else f"llama.cpp reports no GPU device ({', '.join(available) or 'none'}); layers stay on CPU"
+    if device in available or (backend == "llama_cpp" and device == "CPU"):
+        return ""
+    what = "onnxruntime.get_available_providers()" if backend == "onnxruntime" else f"{backend} devices"
+    return f"not in {what} ({', '.join(available) or 'none'})"
+
+
+def plan_devices(profile: Profile, probes: Mapping[str, ProbeResult]) -> dict[str, tuple[SelectionStep, ...]]:
+    """Dry run of each backend's device preference against what its runtime reports (nothing compiled).
+
+    Loading may still skip a device whose compile fails; the model's metadata has the final word.
+    """
+    plan: dict[str, tuple[SelectionStep, ...]] = {}
+    for backend in profile.backend_order:
+        result = probes.get(backend)
+        if result is None:
+            continue
+        if not result.available:
+            plan[backend] = (SelectionStep(backend, False, result.reason or "runtime unavailable"),)
+            continue
+        options = profile.load_options(backend)
+        wanted = list(options.devices)
+        if backend == "llama_cpp" and not wanted:
+            wanted = ["GPU"] if int(options.options.get("n_gpu_layers", 0)) != 0 else []
+        fallback = _CPU_FALLBACK.get(backend)
+        if fallback and fallback not in wanted:
+            wanted.append(fallback)
+        steps, chosen = [], False
+        for device in wanted:
+            reason = _why_not(backend, device, options, result.devices)
+            use = not reason and not chosen
+            steps.append(SelectionStep(device, use, reason or ("would be used" if use else "available, not needed")))
+            chosen = chosen or use
+        plan[backend] = tuple(steps)
+    return plan

@@ -109,7 +109,7 @@ def parse_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any]
         header_bytes, tail = body, memoryview(b"")
     else:
         if header_length < 0 or header_length > len(body):
-            raise InvalidInput(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
+            raise MalformedRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
         header_bytes, tail = body[:header_length], memoryview(body)[header_length:]
     try:
         header = json.loads(header_bytes)
