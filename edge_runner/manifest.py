@@ -109,7 +109,7 @@ class Manifest:
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ManifestError(f"{where}: missing or malformed field ({exc!r}); see docs for the manifest format") from exc
+            raise ManifestError(f"{where}: missing or malformed field ({exc!r}); see docs/manifest.md") from exc
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -101,7 +101,7 @@ class OpenApiResource:
 
 
 def create_app(manager: ModelManager, settings: Settings, state: dict[str, bool] | None = None,
-               middleware: list[Any] | None = None) -> falcon.App:
+               middleware: list[Any] | None = None) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app; ``state`` carries readiness/draining flags shared with the serve loop."""
     state = state if state is not None else {"ready": True}
     app = falcon.App(middleware=[*(middleware or []), AuthMiddleware(settings.api_key)])

@@ -81,8 +81,10 @@ def handle_http_error(req: falcon.Request, resp: falcon.Response, exc: Exception
     else:
         body = {"error": message}
     _set_error(resp, status, body, None)
-    for name, value in (exc.headers or {}).items():
-        resp.set_header(name, value)
+    headers = exc.headers
+    if isinstance(headers, dict):
+        for name, value in headers.items():
+            resp.set_header(name, value)
 
 
 def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
@@ -93,7 +95,7 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception
     _set_error(resp, 500, body, None)
 
 
-def install(app: falcon.App) -> None:
+def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:
     """Register the handlers; Falcon picks the most specific class."""
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(falcon.HTTPError, handle_http_error)
