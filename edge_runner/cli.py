@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--json", action="store_true", help="print machine-readable JSON")
     doctor = sub.add_parser("doctor", help="hardware, runtimes and devices found; the profile 'auto' picks")
     doctor.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    doctor.add_argument("--profile", default=None, help="also dry-run this profile's device preferences "
+                        "(e.g. intel-npu, cuda) and show what would fall back, and why")
     bench = sub.add_parser("bench", help="load generator against a running server: throughput and p50/p95/p99")
     bench.add_argument("model", help="model to load-test (tensor models use random inputs of the right shape)")
     bench.add_argument("--url", default="http://127.0.0.1:8000", help="server address")
@@ -146,8 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit code (0 ok, 1 runtime error, 2 usage/config error)."""
     raw = _normalise(list(sys.argv[1:] if argv is None else argv))
     if raw and raw[0] == "convert":
-        from converters.cli import main as convert_main
-
+        try:
+            from converters.cli import main as convert_main
+        except ImportError:
+            print("edge-runner: 'convert' is not part of this binary or install; install the package with its "
+                  "'convert' extra (pip install 'edge-runner[convert]') and run it from Python", file=sys.stderr)
+            return EXIT_USAGE
         return int(convert_main(raw[1:]))
     args = build_parser().parse_args(raw)
     try:

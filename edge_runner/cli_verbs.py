@@ -148,7 +148,7 @@ def doctor(args: argparse.Namespace) -> int:
     """Hardware, runtimes, devices and the profile ``auto`` picks."""
     from edge_runner import doctor as doc
 
-    report = doc.collect()
+    report = doc.collect(profile=args.profile)
     _print(report, args.json, doc.render_text(report))
     return 0
 

@@ -96,6 +96,10 @@ class Settings:
     load_defaults: bool = _setting(True, "also serve the embedded default models (digits, tiny-llm)", to_bool)
     version_policy: str = _setting("latest", "versions to load: latest, latest:N, all, specific:1,2", str)
     profile: str = _setting("cpu", "hardware profile name or .toml path (see profiles/)", str)
+    backend: str = _setting("", "pin models to this backend (onnxruntime, openvino, tflite, llama_cpp) when it "
+                            "serves their format; a manifest's own pin wins", str)
+    device: tuple[str, ...] = _setting((), "device(s) to try first, before the profile's list (e.g. NPU, GPU, "
+                                       "CUDAExecutionProvider)", to_str_list)
     threads: int = _setting(0, "intra-op threads per model; 0 = runtime default (all cores)", int)
     graph_optimization_level: str = _setting("all", "ONNX Runtime graph optimizations: disable/basic/extended/all",
                                              str)

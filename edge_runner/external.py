@@ -33,7 +33,7 @@ def manifest_for_path(path: Path, name: str) -> tuple[Path, Manifest]:
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():
             return path, replace(read_manifest(path), name=name)
-        versions = sorted((int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()))
+        versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
         if versions and (path / str(versions[-1]) / MANIFEST_NAME).is_file():
             folder = path / str(versions[-1])
             return folder, replace(read_manifest(folder), name=name)

@@ -5,18 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_runner.backends.base import Backend, ModelMetadata, Tensors
+from edge_runner.backends.base import Backend, ModelMetadata, SelectionStep, Tensors
 from edge_runner.backends.registry import get_backend
 from edge_runner.config import Settings
-from edge_runner.errors import BackendUnavailable, EdgeRunnerError, ModelNotFound, ModelNotReady
-from edge_runner.manifest import DEFAULT_BACKEND_FOR_FORMAT, Manifest, verify_files
+from edge_runner.errors import EdgeRunnerError, MemoryBudgetExceeded, ModelNotFound, ModelNotReady
+from edge_runner.manifest import Manifest, verify_files
+from edge_runner.memory import Resident, estimate_load_bytes, mapped_files, plan_evictions, process_rss, resolve_budget
+from edge_runner.metrics import Metrics
 from edge_runner.profiles import Profile
 from edge_runner.repository import ModelRepository, select_versions
 from edge_runner.scheduler import BatchPolicy, ModelScheduler
@@ -40,6 +42,7 @@ class LoadedModel:
     metadata: ModelMetadata
     scheduler: ModelScheduler | None
     keep_alive_s: float
+    resident_bytes: int = 0
     loaded_at: float = field(default_factory=time.time)
     last_used: float = field(default_factory=time.monotonic)
     stats: LatencyStats = field(default_factory=LatencyStats)
@@ -48,16 +51,36 @@ class LoadedModel:
         """Mark as used now (for idle unload and LRU eviction)."""
         self.last_used = time.monotonic()
 
+    @property
+    def busy(self) -> bool:
+        """Requests queued or running (LLM engines report their active streams)."""
+        if self.scheduler is not None:
+            return self.scheduler.in_flight > 0
+        return int(getattr(self.backend, "active_streams", 0)) > 0
+
+    def footprint(self) -> int:
+        """Bytes charged to the memory budget: measured anonymous growth + resident mapped weights."""
+        return self.resident_bytes + mapped_files(self.folder).rss_bytes
+
+    def memory(self) -> dict[str, int]:
+        """Resident (measured at load) and mapped (live) bytes."""
+        mapped = mapped_files(self.folder)
+        return {"rss_bytes": self.resident_bytes, "mapped_bytes": mapped.rss_bytes,
+                "mapped_pss_bytes": mapped.pss_bytes, "mapped_size_bytes": mapped.size_bytes}
+
 
 class ModelManager:
     """Owns every loaded model; the server and CLI go through it."""
 
     def __init__(self, settings: Settings, repository: ModelRepository, profile: Profile,
-                 external: Mapping[str, Path] | None = None) -> None:
+                 external: Mapping[str, Path] | None = None, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.repository = repository
         self.profile = profile
         self.external = dict(external or {})
+        self.metrics = metrics
+        self.budget = resolve_budget(settings.memory_budget)
+        self._memory_lock = threading.Lock()
         self._models: dict[tuple[str, int], LoadedModel] = {}
         self._states: dict[tuple[str, int], tuple[str, str]] = {}
         self._lock = threading.RLock()
@@ -101,7 +124,8 @@ class ModelManager:
                 return self._models[key]
             self._states[key] = ("LOADING", "")
         try:
-            entry = self._build(name, version)
+            with self._memory_lock:  # one load at a time keeps the RSS measurement attributable
+                entry = self._build(name, version)
         except EdgeRunnerError as exc:
             with self._lock:
                 self._states[key] = ("UNAVAILABLE", exc.message)
@@ -115,40 +139,63 @@ class ModelManager:
                  f" ({steps})" if steps else "")
         return entry
 
-    def _choose_backend(self, manifest: Manifest) -> type[Backend]:
-        if manifest.backend:
-            return get_backend(manifest.backend)
-        for backend_name in getattr(self.profile, "backend_order", ()):
-            try:
-                cls = get_backend(backend_name)
-            except BackendUnavailable:
-                continue
-            if manifest.format in cls.formats and cls.probe().available:
-                return cls
-        default = DEFAULT_BACKEND_FOR_FORMAT.get(manifest.format, manifest.format)
-        return get_backend(default)
+    def _choose_backend(self, manifest: Manifest) -> tuple[type[Backend], tuple[SelectionStep, ...]]:
+        """Manifest pin, then the --backend pin (when it serves the format), then the profile's order."""
+        pinned = manifest.backend
+        if not pinned and self.settings.backend and manifest.format in get_backend(self.settings.backend).formats:
+            pinned = self.settings.backend
+        name, steps = self.profile.choose_backend(manifest.format, pinned=pinned)
+        return get_backend(name), steps
+
+    def _make_room(self, name: str, version: int, manifest: Manifest) -> None:
+        need = estimate_load_bytes(sum(f.size for f in manifest.files), self.settings.use_mmap)
+        with self._lock:
+            residents = [Resident(k, e.footprint(), not e.busy, e.last_used) for k, e in self._models.items()]
+        try:
+            evict = plan_evictions(residents, need, self.budget)
+        except ValueError as exc:
+            raise MemoryBudgetExceeded(f"cannot load {name} v{version}: it {exc}; raise --memory-budget or unload "
+                                       "a model") from None
+        for key in evict:
+            log.info("evicting idle %s v%s to fit %s v%s in the memory budget", key[0], key[1], name, version)
+            if self.metrics is not None:
+                self.metrics.evictions.labels(key[0]).inc()
+            self.unload(*key)
 
     def _build(self, name: str, version: int) -> LoadedModel:
         folder, manifest = self._resolve(name, version)
         if name not in self.external:
             verify_files(folder, manifest)
-        cls = self._choose_backend(manifest)
+        self._make_room(name, version, manifest)
+        rss_before = process_rss()
+        cls, backend_steps = self._choose_backend(manifest)
         cache = self.settings.cache_root() / "compiled" / name / str(version) / cls.name
         options = self.profile.load_options(cls.name, threads=self.settings.threads, cache_dir=cache)
+        if self.settings.device:
+            options = replace(options, devices=(*self.settings.device, *options.devices))
         merged = {"graph_optimization_level": self.settings.graph_optimization_level,
                   "max_seq_len": self.settings.max_seq_len, "mlock": self.settings.mlock, **options.options}
-        from dataclasses import replace
-
         options = replace(options, options=merged, use_mmap=self.settings.use_mmap and options.use_mmap)
         backend = cls(manifest, folder, options)
         backend.load()
-        meta = backend.metadata()
+        meta = replace(backend.metadata(), selection=(*backend_steps, *backend.metadata().selection))
+        stats = LatencyStats()
         scheduler = None
         if not meta.capabilities.generate:
             scheduler = ModelScheduler(backend, self._policy(manifest, meta), meta.capabilities.batching,
-                                       name=f"{name}-{version}")
+                                       on_batch=self._batch_observer(name, version, stats), name=f"{name}-{version}")
         keep_alive = float(manifest.extra.get("keep_alive_s", self.settings.keep_alive))
-        return LoadedModel(name, version, manifest, folder, backend, meta, scheduler, keep_alive)
+        resident = max(0, process_rss() - rss_before - mapped_files(folder).rss_bytes)
+        return LoadedModel(name, version, manifest, folder, backend, meta, scheduler, keep_alive,
+                           resident_bytes=resident, stats=stats)
+
+    def _batch_observer(self, name: str, version: int, stats: LatencyStats) -> Callable[[int], None]:
+        def observe(rows: int) -> None:
+            stats.record_batch()
+            if self.metrics is not None:
+                self.metrics.observe_batch(name, version, rows)
+
+        return observe
 
     def _policy(self, manifest: Manifest, meta: ModelMetadata) -> BatchPolicy:
         s = self.settings
@@ -214,11 +261,18 @@ class ModelManager:
         rows = int(next(iter(inputs.values())).shape[0]) if entry.metadata.capabilities.batching else 1
         try:
             results = entry.scheduler.submit(inputs, outputs, self.settings.request_timeout_ms / 1000.0)
-        except EdgeRunnerError:
-            entry.stats.record(time.perf_counter() - start, False, now_ns=time.time_ns())
+        except EdgeRunnerError as exc:
+            self._record(entry, start, exc.code, rows)
             raise
-        entry.stats.record(time.perf_counter() - start, True, rows, now_ns=time.time_ns())
+        self._record(entry, start, "ok", rows)
+        entry.touch()
         return entry, {k: np.asarray(v) for k, v in results.items()}
+
+    def _record(self, entry: LoadedModel, start: float, status: str, rows: int) -> None:
+        seconds = time.perf_counter() - start
+        entry.stats.record(seconds, status == "ok", rows, now_ns=time.time_ns())
+        if self.metrics is not None:
+            self.metrics.observe_request(entry.name, entry.version, status, seconds)
 
     def index(self) -> list[dict[str, Any]]:
         """Repository index rows: every model version with its state and reason."""
@@ -227,6 +281,40 @@ class ModelManager:
             for version in self._versions(name):
                 state, reason = self._states.get((name, version), ("UNAVAILABLE", "not loaded"))
                 rows.append({"name": name, "version": str(version), "state": state, "reason": reason})
+        return rows
+
+    def set_keep_alive(self, name: str, seconds: float) -> None:
+        """Change a loaded model's keep-alive (-1 forever, 0 unload now, N seconds idle)."""
+        entries = [e for e in self.loaded() if e.name == name]
+        if not entries:
+            self.get(name)
+        for entry in entries:
+            entry.keep_alive_s = seconds
+        if seconds == 0:
+            self.unload(name)
+
+    def reap_idle(self, now: float | None = None) -> list[tuple[str, int]]:
+        """Unload models idle for longer than their keep-alive; returns what was unloaded."""
+        now = time.monotonic() if now is None else now
+        expired = [(e.name, e.version) for e in self.loaded()
+                   if e.keep_alive_s >= 0 and not e.busy and now - e.last_used >= e.keep_alive_s]
+        for name, version in expired:
+            log.info("unloading %s v%s: idle past its keep-alive", name, version)
+            self.unload(name, version)
+        return expired
+
+    def ps_rows(self) -> list[dict[str, Any]]:
+        """What ``ps`` and /api/ps show for each loaded model."""
+        now = time.monotonic()
+        rows = []
+        for e in sorted(self.loaded(), key=lambda m: (m.name, m.version)):
+            rows.append({
+                "name": e.name, "version": e.version, "backend": e.backend.name, "device": e.metadata.device,
+                "selection": [s.to_json() for s in e.metadata.selection], "memory": e.memory(),
+                "idle_s": round(now - e.last_used, 1), "busy": e.busy,
+                "keep_alive": "forever" if e.keep_alive_s < 0 else f"{e.keep_alive_s:g}s",
+                "queue_depth": e.scheduler.queue_depth if e.scheduler else 0, "latency": e.stats.percentiles(),
+            })
         return rows
 
     def close(self) -> None:

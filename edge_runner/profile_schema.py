@@ -51,7 +51,18 @@ def _one_of(*choices: str) -> Checker:
 
 
 def _list_of(item: Checker, what: str) -> Checker:
-    return lambda v: "" if isinstance(v, list) and not any(item(x) for x in v) else f"expected a list of {what}"
+    def check(value: Any) -> str:
+        if not isinstance(value, list):
+            return f"expected a list of {what}"
+        errors = [(i, item(x)) for i, x in enumerate(value)]
+        bad = [f"item {i + 1}: {e}" for i, e in errors if e]
+        return f"{bad[0]} (expected a list of {what})" if bad else ""
+
+    return check
+
+
+def _positive_int(value: Any) -> str:
+    return "" if _is_int(value) and value > 0 else "expected a positive integer"
 
 
 def _table_of(item: Checker, what: str) -> Checker:
@@ -117,7 +128,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "num_streams": _str_or_int,
         "inference_precision": lambda v: _str(v) and _table_of(_str, "device = precision")(v),
         "static_shapes": _bool,
-        "static_batch_sizes": _list_of(lambda x: "" if _is_int(x) and x > 0 else "no", "positive integers"),
+        "static_batch_sizes": _list_of(_positive_int, "positive integers"),
         "num_requests": _int,
         "config": _SCALARS,
         "use_mmap": _bool,
@@ -126,8 +137,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "devices": _STRINGS,
         "n_gpu_layers": _int,
         "n_batch": _int,
-        "n_ubatch": _int,
-        "flash_attn": _bool,
+        "parallel": _int,
         "use_mmap": _bool,
         "use_mlock": _bool,
     },

@@ -36,7 +36,10 @@ def profiles_dir() -> Path:
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle:
         return Path(bundle) / "profiles"
-    return Path(__file__).resolve().parent.parent / "profiles"
+    source_tree = Path(__file__).resolve().parent.parent / "profiles"
+    if source_tree.is_dir():
+        return source_tree
+    return Path(sys.prefix) / "share" / "edge-runner" / "profiles"  # a wheel install (pyproject data-files)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,8 @@ class ModelScheduler:
         self._cond = threading.Condition()
         self._closed = False
         self._busy = 0
+        self._running_jobs = 0
+        self._callers = 0  # submit() calls in progress: the batcher only waits when others may join
         self._workers = [threading.Thread(target=self._run, name=f"sched-{name}-{i}", daemon=True)
                          for i in range(max(1, policy.instances))]
         for worker in self._workers:
@@ -88,12 +90,21 @@ class ModelScheduler:
         outs = tuple(outputs) if outputs else None
         rows = int(next(iter(inputs.values())).shape[0]) if self.batching and inputs else 1
         limit = self.policy.max_batch_size
-        if self.batching and rows > limit:
-            chunks = [{k: v[i:i + limit] for k, v in inputs.items()} for i in range(0, rows, limit)]
-            jobs = [self._enqueue(chunk, outs, min(limit, rows - i * limit)) for i, chunk in enumerate(chunks)]
-        else:
-            jobs = [self._enqueue(inputs, outs, rows)]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            self._callers += 1
+        try:
+            if self.batching and rows > limit:
+                chunks = [{k: v[i:i + limit] for k, v in inputs.items()} for i in range(0, rows, limit)]
+                jobs = [self._enqueue(chunk, outs, min(limit, rows - i * limit)) for i, chunk in enumerate(chunks)]
+            else:
+                jobs = [self._enqueue(inputs, outs, rows)]
+            return self._collect(jobs, deadline, timeout_s)
+        finally:
+            with self._cond:
+                self._callers -= 1
+
+    def _collect(self, jobs: list[_Job], deadline: float | None, timeout_s: float | None) -> Tensors:
         parts = []
         for job in jobs:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -130,6 +141,7 @@ class ModelScheduler:
             batch, rows = [first], first.rows
             if not self.batching:
                 self._busy += 1
+                self._running_jobs += 1
                 return batch
             deadline = first.enqueued + self.policy.max_queue_delay_ms / 1000.0
             while rows < self.policy.max_batch_size:
@@ -139,10 +151,13 @@ class ModelScheduler:
                     rows += job.rows
                     continue
                 wait = deadline - time.monotonic()
-                if wait <= 0 or self._closed or rows in self.policy.preferred_batch_sizes:
+                # Waiting only pays when other callers (beyond those running or in this batch) may still join.
+                others = self._callers - len(batch) - self._running_jobs
+                if wait <= 0 or self._closed or others <= 0 or rows in self.policy.preferred_batch_sizes:
                     break
                 self._cond.wait(wait)
             self._busy += 1
+            self._running_jobs += len(batch)
             return batch
 
     def _pop_compatible(self, key: tuple[object, ...], room: int) -> _Job | None:
@@ -161,6 +176,7 @@ class ModelScheduler:
             finally:
                 with self._cond:
                     self._busy -= 1
+                    self._running_jobs -= len(batch)
 
     def _execute(self, batch: list[_Job]) -> None:
         try:

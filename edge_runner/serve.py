@@ -13,36 +13,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import falcon
-
 from edge_runner.config import Settings
 from edge_runner.errors import EdgeRunnerError
+from edge_runner.metrics import Metrics
 from edge_runner.model_manager import DEFAULTS_DIR, ModelManager
 from edge_runner.profiles import Profile
 from edge_runner.repository import ModelRepository
+from edge_runner.server.ops import AdmissionMiddleware
 
 log = logging.getLogger("edge_runner.serve")
 
 DRAIN_TIMEOUT_S = 20.0
 
 
-class InFlightMiddleware:
-    """Counts requests being processed so shutdown can wait for them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
-
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        with self._lock:
-            self.count += 1
-
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
-        with self._lock:
-            self.count -= 1
-
-
-def build_manager(settings: Settings, profile: Profile) -> ModelManager:
+def build_manager(settings: Settings, profile: Profile, metrics: Metrics | None = None) -> ModelManager:
     """Repository (+ embedded defaults) or the single external model of the seed form."""
     external: dict[str, Path] = {}
     if settings.model_path:
@@ -52,7 +36,7 @@ def build_manager(settings: Settings, profile: Profile) -> ModelManager:
     removed = repository.cleanup_stale()
     if removed:
         log.warning("removed %d unfinished import(s) left by a crash: %s", len(removed), removed)
-    return ModelManager(settings, repository, profile, external)
+    return ModelManager(settings, repository, profile, external, metrics)
 
 
 def load_startup_models(manager: ModelManager, names: tuple[str, ...]) -> list[str]:
@@ -67,9 +51,9 @@ def load_startup_models(manager: ModelManager, names: tuple[str, ...]) -> list[s
     return failures
 
 
-def _drain_then_interrupt(manager: ModelManager, inflight: InFlightMiddleware, deadline: float) -> None:
+def _drain_then_interrupt(manager: ModelManager, inflight: AdmissionMiddleware, deadline: float) -> None:
     while time.monotonic() < deadline:
-        busy = inflight.count + sum(m.scheduler.in_flight for m in manager.loaded() if m.scheduler)
+        busy = inflight.in_flight + sum(m.scheduler.in_flight for m in manager.loaded() if m.scheduler)
         if busy == 0:
             break
         time.sleep(0.05)
@@ -77,7 +61,7 @@ def _drain_then_interrupt(manager: ModelManager, inflight: InFlightMiddleware, d
 
 
 def _sigterm_handler(server: Any, manager: ModelManager, state: dict[str, bool],
-                     inflight: InFlightMiddleware) -> Callable[[int, FrameType | None], None]:
+                     inflight: AdmissionMiddleware) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if state.get("draining"):
             return
@@ -91,16 +75,24 @@ def _sigterm_handler(server: Any, manager: ModelManager, state: dict[str, bool],
     return handler
 
 
+def _reap_forever(manager: ModelManager, state: dict[str, bool], interval_s: float = 1.0) -> None:
+    """Unload models idle past their keep-alive until shutdown."""
+    while not state.get("draining"):
+        manager.reap_idle()
+        time.sleep(interval_s)
+
+
 def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     import waitress
 
     from edge_runner.server.app import create_app
 
-    manager = build_manager(settings, profile)
+    metrics = Metrics() if settings.enable_metrics else None
+    manager = build_manager(settings, profile, metrics)
     state: dict[str, bool] = {"ready": False}
-    inflight = InFlightMiddleware()
-    app = create_app(manager, settings, state, middleware=[inflight])
+    inflight = AdmissionMiddleware(settings.max_concurrent_requests, metrics)
+    app = create_app(manager, settings, state, admission=inflight)
     server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.http_threads,
                                     max_request_body_size=settings.max_body_bytes + 1, ident="edge-runner",
                                     clear_untrusted_proxy_headers=True)
@@ -114,6 +106,7 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     print(f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""),
           flush=True)
     signal.signal(signal.SIGTERM, _sigterm_handler(server, manager, state, inflight))
+    threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()
     try:
         server.run()
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from edge_runner.errors import Unauthorized
 from edge_runner.model_manager import ModelManager
 from edge_runner.server import errors as server_errors
 from edge_runner.server import kserve
+from edge_runner.server.ops import AdmissionMiddleware, MetricsResource, PsResource
 
 OPEN_PATHS = {"/v2/health/live"}
 
@@ -101,13 +102,21 @@ class OpenApiResource:
 
 
 def create_app(manager: ModelManager, settings: Settings, state: dict[str, bool] | None = None,
-               middleware: list[Any] | None = None) -> falcon.App[falcon.Request, falcon.Response]:
+               admission: AdmissionMiddleware | None = None) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app; ``state`` carries readiness/draining flags shared with the serve loop."""
     state = state if state is not None else {"ready": True}
-    app = falcon.App(middleware=[*(middleware or []), AuthMiddleware(settings.api_key)])
+    admission = admission or AdmissionMiddleware(settings.max_concurrent_requests, manager.metrics)
+    # Auth first: an unauthenticated flood must not take admission slots.
+    middleware: list[Any] = [AuthMiddleware(settings.api_key), admission]
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     server_errors.install(app)
     routes = build_routes(manager, settings, state)
+    routes.append(Route("/api/ps", PsResource(manager), "Loaded models: memory, device, idle time, keep-alive",
+                        "operations"))
+    if manager.metrics is not None and settings.enable_metrics:
+        manager.metrics.attach_state(manager.ps_rows, lambda: admission.in_flight)
+        routes.append(Route("/metrics", MetricsResource(manager.metrics), "Prometheus metrics", "operations"))
     if importlib.util.find_spec("edge_runner.server.openai_routes") is not None:
         from edge_runner.server.openai_routes import add_openai_routes
 

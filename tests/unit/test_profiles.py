@@ -137,3 +137,9 @@ def test_auto_on_this_machine_without_accelerators_is_cpu() -> None:
     if here["nvidia_gpu"] or here["npu"] or here["arch"] != "x86_64" or here["ram_bytes"] <= 2 * GIB:
         pytest.skip("this machine has hardware the test does not expect")
     assert load_profile("auto").name == "cpu"
+
+
+def test_every_allowed_profile_setting_is_a_real_setting() -> None:
+    from edge_runner.profile_schema import SETTINGS
+
+    assert set(SETTINGS) <= set(SETTING_NAMES)

@@ -1,0 +1,8 @@
+"""Entry point frozen into dist/edge-runner."""
+
+import sys
+
+from edge_runner.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

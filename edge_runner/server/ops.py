@@ -1,0 +1,79 @@
+"""Operations routes and middleware: admission control, /metrics, /api/ps."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import falcon
+
+from edge_runner.errors import Overloaded
+from edge_runner.metrics import CONTENT_TYPE, Metrics
+from edge_runner.model_manager import ModelManager
+
+# Routes that must stay responsive under overload and never count against the limit.
+EXEMPT_PREFIXES = ("/v2/health", "/metrics", "/api/ps", "/openapi.json")
+
+
+class AdmissionMiddleware:
+    """Counts requests in flight; beyond ``limit`` work requests get 429 + Retry-After at once."""
+
+    def __init__(self, limit: int, metrics: Metrics | None = None) -> None:
+        self.limit = limit
+        self.metrics = metrics
+        self.in_flight = 0  # every request, for draining on shutdown
+        self.work = 0  # requests that count against the limit
+        self._lock = threading.Lock()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        exempt = str(req.path).startswith(EXEMPT_PREFIXES)
+        with self._lock:
+            self.in_flight += 1
+            req.context.counted = True
+            if exempt:
+                return
+            if self.limit > 0 and self.work >= self.limit:
+                rejected = True
+            else:
+                rejected = False
+                self.work += 1
+                req.context.work = True
+        if rejected:
+            if self.metrics is not None:
+                self.metrics.rejected.labels("max_concurrent_requests").inc()
+            raise Overloaded(f"server is at its limit of {self.limit} concurrent requests "
+                             "(MAX_CONCURRENT_REQUESTS); retry shortly", retry_after_s=1)
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        with self._lock:
+            if req.context.get("counted"):
+                self.in_flight -= 1
+                req.context.counted = False
+            if req.context.get("work"):
+                self.work -= 1
+                req.context.work = False
+
+
+class MetricsResource:
+    """Prometheus text exposition."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.data = self.metrics.render()
+        resp.content_type = CONTENT_TYPE
+
+
+class PsResource:
+    """Loaded models with memory, device, idle time, keep-alive and latency percentiles."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        from edge_runner.memory import fmt_mb, process_rss
+
+        resp.media = {"models": self.manager.ps_rows(), "process_rss_bytes": process_rss(),
+                      "memory_budget_bytes": self.manager.budget,
+                      "summary": f"process RSS {fmt_mb(process_rss())}"}
