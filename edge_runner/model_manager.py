@@ -167,8 +167,8 @@ class ModelManager:
         if name not in self.external:
             verify_files(folder, manifest)
         self._make_room(name, version, manifest)
+        cls, backend_steps = self._choose_backend(manifest)  # probes, so the runtime's import is not charged
         rss_before = process_rss()
-        cls, backend_steps = self._choose_backend(manifest)
         cache = self.settings.cache_root() / "compiled" / name / str(version) / cls.name
         options = self.profile.load_options(cls.name, threads=self.settings.threads, cache_dir=cache)
         if self.settings.device:

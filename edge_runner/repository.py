@@ -153,8 +153,12 @@ class ModelRepository:
                 raise InvalidInput(f"{src}: only .onnx/.ort files can be added bare; other formats need a folder "
                                    "with manifest.json (edge-runner convert writes one)")
             shutil.copy2(src, tmp / src.name)
+            extra_files = _external_data_files(src)
+            for rel in extra_files:
+                shutil.copy2(src.parent / rel, tmp / rel)
             manifest = Manifest(name=name, version=version, format=src.suffix[1:],
-                                files=(file_entry(tmp, src.name),), source={"path": str(src.resolve())})
+                                files=tuple(file_entry(tmp, rel) for rel in (src.name, *extra_files)),
+                                source={"path": str(src.resolve())})
             manifest = _with_onnx_signature(tmp, manifest)
         else:
             if not (src / MANIFEST_NAME).is_file():
@@ -192,6 +196,26 @@ class ModelRepository:
         for path in stale:
             shutil.rmtree(path, ignore_errors=True)
         return stale
+
+
+def _external_data_files(model_path: Path) -> list[str]:
+    """Relative paths of external-data files an ONNX model references (weights stored beside it)."""
+    if model_path.suffix != ".onnx":
+        return []
+    try:
+        import onnx
+    except ImportError:
+        candidates = [p.name for p in model_path.parent.glob(model_path.name + ".data")]
+        return candidates
+    model = onnx.load(str(model_path), load_external_data=False)
+    found: list[str] = []
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location" and entry.value not in found:
+                if Path(entry.value).is_absolute() or ".." in Path(entry.value).parts:
+                    raise InvalidInput(f"{model_path}: external data location {entry.value!r} leaves the folder")
+                found.append(entry.value)
+    return found
 
 
 def _with_onnx_signature(folder: Path, manifest: Manifest) -> Manifest:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -70,7 +72,7 @@ class OnnxRuntimeBackend(Backend):
 
         return ProbeResult(True, version=str(ort.__version__), devices=tuple(ort.get_available_providers()))
 
-    def _session_options(self) -> Any:
+    def _session_options(self, level_override: str | None = None) -> Any:
         import onnxruntime as ort
 
         so = ort.SessionOptions()
@@ -78,16 +80,28 @@ class OnnxRuntimeBackend(Backend):
         if self.options.threads > 0:
             so.intra_op_num_threads = self.options.threads
         so.inter_op_num_threads = int(opts.get("inter_op_threads", 1))
-        level = str(opts.get("graph_optimization_level", "all"))
+        level = level_override or str(opts.get("graph_optimization_level", "all"))
         if level not in _OPT_LEVELS:
             raise ModelLoadError(f"graph_optimization_level {level!r}: expected one of {', '.join(_OPT_LEVELS)}")
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
-        if self.options.cache_dir is not None and self.manifest.format == "onnx":
-            # The optimized graph is cached per model version; ORT writes it on first load.
-            self.options.cache_dir.mkdir(parents=True, exist_ok=True)
-            so.optimized_model_filepath = str(self.options.cache_dir / "optimized.onnx")
+        if self.options.use_mmap and len(self.manifest.files) > 1:
+            # External-data initializers are memory-mapped by ORT only when it does not pre-pack them into
+            # private buffers; mapped weights are shared with the page cache and other processes.
+            so.add_session_config_entry("session.disable_prepacking", "1")
         so.log_severity_level = 3
         return so
+
+    def _cache_path(self, provider: str) -> Path | None:
+        """Optimized-graph cache file per model version and provider; none for external-data or .ort models.
+
+        External-data models stay uncached so their weights keep being memory-mapped from the artifact.
+        """
+        if self.options.cache_dir is None or self.manifest.format != "onnx" or len(self.manifest.files) > 1:
+            return None
+        if self.options.options.get("graph_optimization_level", "all") == "disable":
+            return None
+        self.options.cache_dir.mkdir(parents=True, exist_ok=True)
+        return self.options.cache_dir / f"optimized-{provider}.onnx"
 
     def _providers(self, available: Sequence[str]) -> tuple[list[Any], list[SelectionStep]]:
         wanted = list(self.options.devices) or ["CPUExecutionProvider"]
@@ -111,8 +125,19 @@ class OnnxRuntimeBackend(Backend):
 
         providers, steps = self._providers(probe.devices)
         path = self.folder / self.manifest.primary_file
+        cache = self._cache_path(providers[0][0] if providers else "cpu")
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=self._session_options(), providers=providers)
+            if cache is not None and cache.is_file():
+                # Already optimized for this provider: skip the optimizer on this load.
+                so = self._session_options(level_override="disable")
+                self._session = ort.InferenceSession(str(cache), sess_options=so, providers=providers)
+            else:
+                so = self._session_options()
+                if cache is not None:
+                    so.optimized_model_filepath = str(cache.with_suffix(".tmp"))
+                self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+                if cache is not None and cache.with_suffix(".tmp").is_file():
+                    os.replace(cache.with_suffix(".tmp"), cache)  # never a half-written cache file
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeError types
             raise ModelLoadError(f"onnxruntime could not load {path.name} of {self.manifest.name!r}: {exc}") from exc
         active = self._session.get_providers()
