@@ -1,21 +1,21 @@
 """digits over HTTP (edge-runner serve) vs in-process onnxruntime, same inputs, same run.
 
 Prints requests/s and p50/p99 at each concurrency, and the ratio server / in-process.
-Usage: python bench/bench_digits.py [--requests 2000] [--concurrency 1,8] [--batch 1] [--json]
+Usage: python -m bench.bench_digits [--requests 2000] [--concurrency 1,8] [--batch 1] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import closed_loop, start_server, stop
 
 from edge_runner.loadgen import build_infer_body, run_load
 from edge_runner.model_manager import DEFAULTS_DIR
@@ -28,69 +28,7 @@ def in_process(x: np.ndarray, concurrency: int, requests: int) -> dict[str, floa
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def worker(count: int) -> None:
-        mine = []
-        for _ in range(count):
-            start = time.perf_counter()
-            session.run(None, {"input": x})
-            mine.append(time.perf_counter() - start)
-        with lock:
-            latencies.extend(mine)
-
-    threads = [threading.Thread(target=worker, args=(requests // concurrency,)) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
-    return {
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
-
-
-def start_server(tmp: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    """A real edge-runner serve on a free port, digits only."""
-    ready = tmp / "port"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_runner",
-            "serve",
-            "--port",
-            "0",
-            "--models",
-            "digits",
-            "--ready-file",
-            str(ready),
-            "--log-level",
-            "warning",
-            *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if ready.exists() and ready.read_text():
-            url = f"http://127.0.0.1:{ready.read_text()}"
-            import urllib.request
-
-            try:
-                with urllib.request.urlopen(url + "/v2/health/ready", timeout=1):
-                    return proc, url
-            except OSError:
-                pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("server did not become ready")
+    return closed_loop(lambda: session.run(None, {"input": x}), concurrency, requests)
 
 
 def main() -> int:
@@ -105,7 +43,7 @@ def main() -> int:
     body, headers = build_infer_body({"input": x}, {"input": "FP32"})
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_server(Path(tmp), args.server_args.split())
+        proc, url = start_server(Path(tmp), ["--models", "digits", *args.server_args.split()])
         try:
             for conc in (int(c) for c in args.concurrency.split(",")):
                 run_load(url, "/v2/models/digits/infer", body, headers, conc, 100)  # warm-up
@@ -120,8 +58,7 @@ def main() -> int:
                     }
                 )
         finally:
-            proc.terminate()
-            proc.wait(30)
+            stop(proc)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
