@@ -109,13 +109,23 @@ class ModelManager:
     def load(self, name: str, version: int | None = None) -> list[LoadedModel]:
         """Load ``version``, or the versions the policy selects; returns the loaded entries."""
         available = self._versions(name)
-        wanted = [version] if version is not None else select_versions(available, self.settings.version_policy)
+        wanted = [version] if version is not None else self._policy_versions(name, available)
         if version is not None and version not in available:
             raise ModelNotFound(f"model {name!r} has no version {version}; versions: {available}")
         with self._lock:
             lock = self._load_locks.setdefault(name, threading.Lock())
         with lock:
             return [self._load_one(name, v) for v in wanted]
+
+    def _policy_versions(self, name: str, available: list[int]) -> list[int]:
+        """The version policy, except that a preferred quantization (the seed's QUANTIZATION) picks the
+        latest version quantized that way when the policy is ``latest`` and one exists."""
+        wanted = self.settings.quantization
+        if wanted and self.settings.version_policy == "latest" and not self.external:
+            matching = [v for v in available if self._resolve(name, v)[1].quantization == wanted]
+            if matching:
+                return matching[-1:]
+        return select_versions(available, self.settings.version_policy)
 
     def _load_one(self, name: str, version: int) -> LoadedModel:
         key = (name, version)

@@ -111,3 +111,15 @@ def test_optimized_graph_cache_is_written_then_used(make_manager: Callable[..., 
     _, second = again.infer("digits", None, {"input": x}, {}, None)
     np.testing.assert_allclose(first["logits"], second["logits"], rtol=1e-5)
     assert entry.metadata.inputs[0].name == "input"
+
+
+def test_preferred_quantization_picks_matching_version(tmp_path: Path,
+                                                       make_manager: Callable[..., ModelManager]) -> None:
+    from edge_runner.model_manager import DEFAULTS_DIR
+
+    repo = ModelRepository(tmp_path / "repo")
+    repo.add(DEFAULTS_DIR / "digits" / "1", "d")  # int8
+    repo.add(make_mlp(tmp_path / "src" / "m.onnx", 8, 1, external=False), "d")  # v2, quantization none
+    assert make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False).load("d")[0].version == 2
+    chosen = make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False, quantization="int8")
+    assert chosen.load("d")[0].version == 1
