@@ -14,12 +14,18 @@ from typing import Any
 import numpy as np
 
 
-def start_server(tmp: Path, args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    tmp: Path, args: list[str], env: dict[str, str] | None = None, command: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
     """``edge-runner serve`` on a free port; returns (process, base URL) once ready."""
     ready = tmp / f"port-{time.monotonic_ns()}"
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runner", "serve", "--port", "0", "--ready-file", str(ready),
-                             "--log-level", "warning", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
+    cmd = command or [sys.executable, "-m", "edge_runner"]
+    proc = subprocess.Popen(
+        [*cmd, "serve", "--port", "0", "--ready-file", str(ready), "--log-level", "warning", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if ready.exists() and ready.read_text():
@@ -29,7 +35,7 @@ def start_server(tmp: Path, args: list[str], env: dict[str, str] | None = None) 
                     return proc, url
             except OSError:
                 pass
-        time.sleep(0.1)
+        time.sleep(0.02)
     proc.kill()
     raise RuntimeError("server did not become ready")
 
@@ -62,5 +68,8 @@ def closed_loop(call: Callable[[], Any], concurrency: int, requests: int) -> dic
         t.join()
     elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000
-    return {"requests_per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
-            "p99_ms": float(np.percentile(ms, 99))}
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+    }
