@@ -43,6 +43,23 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, dtype, dims)
 
 
+def _strings_for_ort(name: str, array: np.ndarray) -> np.ndarray:
+    """ORT string tensors take ``str``; BYTES arrive as ``bytes`` and must be UTF-8 for it."""
+    try:
+        flat = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in array.ravel()]
+    except UnicodeDecodeError:
+        raise InvalidInput(f"input {name!r}: this model's string tensors need UTF-8 text") from None
+    return np.array(flat, dtype=np.object_).reshape(array.shape)
+
+
+def _bytes_from_ort(array: np.ndarray) -> np.ndarray:
+    """String outputs back to BYTES (``bytes`` elements)."""
+    if array.dtype != np.object_:
+        return array
+    flat = [v.encode("utf-8") if isinstance(v, str) else v for v in array.ravel()]
+    return np.array(flat, dtype=np.object_).reshape(array.shape)
+
+
 def _settle(step: SelectionStep, active: Sequence[str]) -> SelectionStep:
     """After the session exists: the first active provider is the choice; others are fallbacks or failures."""
     if not step.chosen:
@@ -167,6 +184,7 @@ class OnnxRuntimeBackend(Backend):
         if self._session is None:
             raise ModelLoadError(f"model {self.manifest.name!r} is not loaded")
         names = list(outputs) if outputs else [o.name for o in self.metadata().outputs]
+        inputs = {k: _strings_for_ort(k, v) if v.dtype == np.object_ else v for k, v in inputs.items()}
         try:
             results = self._session.run(names, inputs)
         except Exception as exc:
@@ -174,7 +192,7 @@ class OnnxRuntimeBackend(Backend):
             if "INVALID_ARGUMENT" in text or "Invalid rank" in text or "Got invalid dimensions" in text:
                 raise InvalidInput(f"onnxruntime rejected the input: {text.splitlines()[0]}") from exc
             raise InferenceError(f"onnxruntime failed on {self.manifest.name!r}: {text.splitlines()[0]}") from exc
-        return {name: np.asarray(value) for name, value in zip(names, results, strict=True)}
+        return {name: _bytes_from_ort(np.asarray(value)) for name, value in zip(names, results, strict=True)}
 
     def unload(self) -> None:
         self._session = None
