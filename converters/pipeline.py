@@ -1,0 +1,159 @@
+"""The conversion pipeline: load, build, check parity, write manifest, publish atomically, register."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from converters.build import Artifact, BuildRequest, build_artifact
+from converters.errors import ConversionError, ParityError
+from converters.options import ConvertOptions
+from converters.presets import get_preset, int8_flavour
+from converters.progress import Progress
+from converters.sources.base import Feeds, Source
+
+STEPS = 5
+
+
+def default_out(opts: ConvertOptions, quantization: str) -> Path:
+    """``<src-stem>-<target>[-<quant>]`` beside the current directory."""
+    stem = Path(opts.src.split(":")[0]).stem or "model"
+    suffix = "" if quantization == "none" else f"-{quantization}"
+    return Path(f"{stem}-{opts.to}{suffix}")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "manifest.json").is_file())):
+        raise ConversionError(
+            f"--out {out} exists and is not an earlier conversion output", "choose an empty or new --out folder"
+        )
+
+
+def _request(opts: ConvertOptions, quantization: str, has_calibration: bool, progress: Progress) -> BuildRequest:
+    preset = get_preset(opts.profile)
+    if quantization == "q8_0":
+        raise ConversionError("--quantize q8_0 is a GGUF format", "use it with --to gguf, or pick int8/fp16 here")
+    if opts.to == "tflite" and quantization == "int8-static" and not has_calibration:
+        raise ConversionError(
+            "full-integer TFLite needs a representative dataset, and none was given",
+            "pass --calibration DATA, or use --quantize int8 for dynamic-range INT8",
+        )
+    flavour = quantization
+    if quantization.startswith("int8"):
+        flavour = int8_flavour(preset, opts.to, quantization, has_calibration)
+        preferred = {"onnx": preset.onnx_int8, "openvino": preset.openvino_int8, "tflite": preset.tflite_int8}[opts.to]
+        if quantization == "int8" and preferred != flavour:
+            progress.note(f"preset {preset.name} prefers {preferred} INT8; without --calibration using {flavour}")
+    level = "int8" if quantization.startswith("int8") else quantization
+    return BuildRequest(opts.to, level, flavour, preset, opts.opset)
+
+
+def parity_feeds(source: Source, calibration: list[Feeds], count: int) -> Feeds:
+    """Sample inputs for parity: calibration samples, tokenized sample texts, or generated ones."""
+    from converters.calibration import stack
+    from converters.sources.base import generated_feeds
+
+    if calibration:
+        chosen = calibration[:count]
+        shapes = {tuple(v.shape for v in s.values()) for s in chosen}
+        return stack(chosen) if len(shapes) == 1 else chosen[0]
+    if source.sample_feeds is not None:
+        return source.sample_feeds(count)
+    return generated_feeds(source.inputs, count, source.int_high, seed=1)
+
+
+def check_parity(source: Source, artifact: Artifact, feeds: Feeds) -> dict[str, Any]:
+    """Run source and artifact on ``feeds``; the parity report."""
+    from converters.parity import build_report, compare_outputs
+    from converters.runners import median_latency_ms, runner_for
+
+    runner = runner_for(artifact.format, artifact.primary)
+    try:
+        ref, art = source.reference(feeds), runner(feeds)
+        outputs = compare_outputs(source.output_names, ref, art, source.task)
+    except ValueError as exc:
+        raise ConversionError(
+            f"the artifact does not match the source: {exc}", "report this model as unsupported"
+        ) from exc
+    latency = (median_latency_ms(source.reference, feeds), median_latency_ms(runner, feeds))
+    samples = next(iter(feeds.values())).shape[0]
+    return build_report(
+        outputs,
+        source.primary,
+        artifact.quantization,
+        source.task,
+        samples,
+        (source.size_bytes, artifact.size_bytes),
+        latency,
+    )
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def convert(opts: ConvertOptions, progress: Progress) -> dict[str, Any]:
+    """Run one conversion; returns the result (out folder, manifest, registration)."""
+    from converters.manifest_writer import build_manifest
+
+    quantization = opts.quantize or get_preset(opts.profile).default_quantization
+    out = (opts.out or default_out(opts, quantization)).resolve()
+    _check_out(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        progress.step(f"loading {opts.src}")
+        source = _load(opts)
+        calibration = _calibration(opts, source)
+        req = _request(opts, quantization, bool(calibration), progress)
+        tmp.mkdir()
+        progress.step(
+            f"building {opts.to} ({req.quantization}{'' if req.flavour == req.quantization else ', ' + req.flavour})"
+        )
+        artifact = build_artifact(source, req, tmp, calibration)
+        progress.step("checking parity against the source")
+        report = check_parity(source, artifact, parity_feeds(source, calibration, opts.samples))
+        progress.step("writing manifest")
+        manifest = build_manifest(opts, out, tmp, source, artifact, report)
+        _publish(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not report["passed"] and not opts.allow_drift:
+        # The folder stays for inspection (its manifest says passed: false) but is never registered.
+        raise ParityError(report["failures"], report)
+    result: dict[str, Any] = {"status": "ok", "out": str(out), "manifest": manifest.to_json()}
+    progress.step("registering" if opts.register else "done")
+    if opts.register:
+        result["registered"] = _register(opts, out)
+    return result
+
+
+def _load(opts: ConvertOptions) -> Source:
+    from converters.sources import load_source
+
+    return load_source(opts)
+
+
+def _calibration(opts: ConvertOptions, source: Source) -> list[Feeds]:
+    if opts.calibration is None:
+        return []
+    from converters.calibration import load_calibration
+
+    return load_calibration(opts.calibration, source.inputs)
+
+
+def _register(opts: ConvertOptions, out: Path) -> dict[str, Any]:
+    from edge_runner.repository import ModelRepository, default_repository_root
+
+    root = opts.model_repository or default_repository_root()
+    manifest = ModelRepository(Path(root)).add(out, str(opts.register))
+    return {"repository": str(root), "name": manifest.name, "version": manifest.version}

@@ -1,0 +1,176 @@
+"""PyTorch sources: TorchScript ``.pt``, ``torch.export`` ``.pt2``, ``module.py:ClassName`` + state dict."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from converters.errors import ConversionError
+from converters.options import ConvertOptions, InputSpec
+from converters.sources.base import Feeds, Source, flatten_outputs, path_size
+
+EXAMPLE_FIX = "pass --example-input NAME:DTYPE:DIMS for every input, e.g. --example-input x:float32:1x3x32x32"
+
+
+def torch_reference(model: Any, inputs: list[InputSpec]) -> Any:
+    """A numpy-in, numpy-out runner for a torch callable."""
+    import torch
+
+    def run(feeds: Feeds) -> list[np.ndarray]:
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs]
+        with torch.inference_mode():
+            out = model(*args)
+        return [t.detach().cpu().numpy() for t in flatten_outputs(out) if hasattr(t, "detach")]
+
+    return run
+
+
+def _output_names(reference: Any, inputs: list[InputSpec]) -> list[str]:
+    from converters.sources.base import generated_feeds
+
+    outs = reference(generated_feeds(inputs, 2, 2))
+    if not outs:
+        raise ConversionError("the model returned no tensors", "make forward() return a tensor or a tuple of tensors")
+    return ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+
+
+def _require_inputs(opts: ConvertOptions, what: str) -> list[InputSpec]:
+    if not opts.example_inputs:
+        raise ConversionError(f"{what} needs example inputs to export", EXAMPLE_FIX)
+    return list(opts.example_inputs)
+
+
+def _make(kind: str, path: Path, model: Any, inputs: list[InputSpec], opts: ConvertOptions) -> Source:
+    reference = torch_reference(model, inputs)
+    try:
+        names = _output_names(reference, inputs)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise ConversionError(
+            f"running the model on the example inputs failed: {exc}".splitlines()[0], EXAMPLE_FIX
+        ) from exc
+    return Source(
+        kind=kind,
+        framework="torch",
+        path=path,
+        model=model,
+        inputs=inputs,
+        output_names=names,
+        reference=reference,
+        task=opts.task or "",
+        size_bytes=path_size(path),
+        info={"framework": "torch", "kind": kind, "path": str(path)},
+    )
+
+
+def load_torchscript(path: Path, opts: ConvertOptions) -> Source:
+    """A TorchScript archive saved with ``torch.jit.save``."""
+    import torch
+
+    try:
+        model = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:
+        raise ConversionError(
+            f"{path} is not a readable TorchScript archive ({type(exc).__name__})",
+            "give a file saved with torch.jit.save, or module.py:ClassName with --state-dict for a plain state dict",
+        ) from exc
+    model.eval()
+    return _make("torchscript", path, model, _require_inputs(opts, "a TorchScript model"), opts)
+
+
+def load_exported(path: Path, opts: ConvertOptions) -> Source:
+    """A ``torch.export`` program saved with ``torch.export.save`` (.pt2)."""
+    import torch
+
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise ConversionError(
+            f"{path} is not a readable torch.export archive ({type(exc).__name__})",
+            "save the program with torch.export.save(program, 'model.pt2')",
+        ) from exc
+    inputs = list(opts.example_inputs) or _inputs_from_program(program)
+    module = program.module()
+    src = _make("torch-export", path, module, inputs, opts)
+    src.model = program
+    return src
+
+
+def _inputs_from_program(program: Any) -> list[InputSpec]:
+    example = getattr(program, "example_inputs", None)
+    args = example[0] if example else None
+    if not args:
+        raise ConversionError("the .pt2 program carries no example inputs", EXAMPLE_FIX)
+    names = [s.arg.name for s in program.graph_signature.input_specs if s.kind.name == "USER_INPUT"]
+    specs = []
+    for i, tensor in enumerate(args):
+        name = names[i] if i < len(names) else f"input_{i}"
+        specs.append(InputSpec(name, str(tensor.dtype).removeprefix("torch."), tuple(int(d) for d in tensor.shape)))
+    return specs
+
+
+def load_module_class(spec: str, opts: ConvertOptions) -> Source:
+    """``path/to/module.py:ClassName``, built with no arguments, weights from ``--state-dict``."""
+    file_text, _, class_name = spec.rpartition(":")
+    path = Path(file_text)
+    if not path.is_file():
+        raise ConversionError(f"{path} does not exist", "give module.py:ClassName with an existing Python file")
+    module_name = f"_edge_runner_src_{path.stem}"
+    mod_spec = importlib.util.spec_from_file_location(module_name, path)
+    if mod_spec is None or mod_spec.loader is None:
+        raise ConversionError(f"{path} is not an importable Python file", "give a .py file defining the model class")
+    module = importlib.util.module_from_spec(mod_spec)
+    sys.modules[module_name] = module
+    try:
+        mod_spec.loader.exec_module(module)
+        model = getattr(module, class_name)()
+    except AttributeError:
+        raise ConversionError(f"{path} defines no class {class_name!r}", "check the name after the colon") from None
+    except Exception as exc:
+        raise ConversionError(
+            f"building {class_name}() from {path} failed: {exc}", "the class must build with no arguments"
+        ) from exc
+    if opts.state_dict is not None:
+        _load_state_dict(model, opts.state_dict)
+    model.eval()
+    inputs = _require_inputs(opts, f"{class_name}")
+    src = _make("torch-module", path, model, inputs, opts)
+    weights = opts.state_dict
+    src.size_bytes = path_size(weights) if weights else sum(p.numel() * p.element_size() for p in model.parameters())
+    src.info.update({"class": class_name, "state_dict": str(weights) if weights else None})
+    return src
+
+
+def _load_state_dict(model: Any, path: Path) -> None:
+    import torch
+
+    if not path.is_file():
+        raise ConversionError(
+            f"--state-dict {path} does not exist", "give the file saved with torch.save(model.state_dict())"
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConversionError(
+            f"--state-dict {path} could not be read safely ({type(exc).__name__}): "
+            "it is corrupt or holds pickled objects",
+            "save only tensors: torch.save(model.state_dict(), path), or use .safetensors",
+        ) from exc
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state)
+    except Exception as exc:
+        raise ConversionError(
+            f"--state-dict does not fit the model: {exc}".splitlines()[0], "check that the class matches the checkpoint"
+        ) from exc

@@ -1,0 +1,1 @@
+"""Targets: exporters (ONNX, OpenVINO IR, TFLite) and quantizers."""
