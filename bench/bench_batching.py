@@ -35,11 +35,21 @@ def make_model(folder: Path, width: int, layers: int) -> Path:
         nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"]))
         nodes.append(helper.make_node("Relu", [f"m{i}"], [f"h{i}"]))
         prev = f"h{i}"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
-                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", width])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, ["N", width])],
+        inits,
+    )
     path = folder / "mlp.onnx"
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path),
-                    save_as_external_data=True, all_tensors_to_one_file=True, location="mlp.onnx.data")
+    onnx.save_model(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="mlp.onnx.data",
+    )
     return path
 
 
@@ -73,16 +83,33 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         model = make_model(folder, args.width, args.layers)
-        env = {**os.environ, "EDGE_RUNNER_MODEL_REPOSITORY": str(folder / "repo"),
-               "EDGE_RUNNER_CACHE_DIR": str(folder / "cache")}
+        env = {
+            **os.environ,
+            "EDGE_RUNNER_MODEL_REPOSITORY": str(folder / "repo"),
+            "EDGE_RUNNER_CACHE_DIR": str(folder / "cache"),
+        }
         from edge_runner.repository import ModelRepository
 
         ModelRepository(folder / "repo").add(model, "mlp")
         limit = in_process_limit(model, args.width, [1, 8, 16, 32], args.requests)
-        for mode, flags in (("batching on", ["--max-batch-size", "32", "--max-queue-delay-ms", "5"]),
-                            ("batching off", ["--no-dynamic-batching"])):
-            proc, url = start_server(folder, ["--models", "mlp", "--no-load-defaults", "--http-threads", "48",
-                                              "--max-concurrent-requests", "256", *flags], env)
+        for mode, flags in (
+            ("batching on", ["--max-batch-size", "32", "--max-queue-delay-ms", "5"]),
+            ("batching off", ["--no-dynamic-batching"]),
+        ):
+            proc, url = start_server(
+                folder,
+                [
+                    "--models",
+                    "mlp",
+                    "--no-load-defaults",
+                    "--http-threads",
+                    "48",
+                    "--max-concurrent-requests",
+                    "256",
+                    *flags,
+                ],
+                env,
+            )
             try:
                 results[mode] = {}
                 for conc in concurrencies:
@@ -98,9 +125,11 @@ def main() -> int:
     print(f"{'conc':>4} | {'on req/s':>9} {'p50 ms':>7} | {'off req/s':>9} {'p50 ms':>7} | on/off | on/limit")
     for conc in concurrencies:
         on, off = results["batching on"][conc], results["batching off"][conc]
-        print(f"{conc:>4} | {on['requests_per_s']:>9.0f} {on['p50_ms']:>7.2f} | {off['requests_per_s']:>9.0f} "
-              f"{off['p50_ms']:>7.2f} | {on['requests_per_s'] / off['requests_per_s']:>6.2f} | "
-              f"{on['requests_per_s'] / limit['rows_per_s']:>8.2f}")
+        print(
+            f"{conc:>4} | {on['requests_per_s']:>9.0f} {on['p50_ms']:>7.2f} | {off['requests_per_s']:>9.0f} "
+            f"{off['p50_ms']:>7.2f} | {on['requests_per_s'] / off['requests_per_s']:>6.2f} | "
+            f"{on['requests_per_s'] / limit['rows_per_s']:>8.2f}"
+        )
     return 0
 
 

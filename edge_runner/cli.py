@@ -28,55 +28,79 @@ _ALIASES = {"enable_metrics": (["--enable-metrics"], ["--disable-metrics"]), "us
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also EDGE_RUNNER_<NAME> env vars and the config file)")
-    group.add_argument("--config", dest="config_file", metavar="FILE", default=argparse.SUPPRESS,
-                       help="TOML file of settings (also EDGE_RUNNER_CONFIG)")
+    group.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="TOML file of settings (also EDGE_RUNNER_CONFIG)",
+    )
     for name, default, help_text in setting_fields():
         flag = "--" + name.replace("_", "-")
         shown = f"{help_text} (default: {default!r})".replace("%", "%%")
         if isinstance(default, bool):
             on, off = _ALIASES.get(name, ([flag], [f"--no-{name.replace('_', '-')}"]))
-            group.add_argument(*on, dest=name, action="store_const", const=True, default=argparse.SUPPRESS,
-                               help=shown)
-            group.add_argument(*off, dest=name, action="store_const", const=False, default=argparse.SUPPRESS,
-                               help=f"turn off: {name.replace('_', '-')}")
+            group.add_argument(*on, dest=name, action="store_const", const=True, default=argparse.SUPPRESS, help=shown)
+            group.add_argument(
+                *off,
+                dest=name,
+                action="store_const",
+                const=False,
+                default=argparse.SUPPRESS,
+                help=f"turn off: {name.replace('_', '-')}",
+            )
         else:
-            group.add_argument(flag, dest=name, metavar=name.split("_")[-1].upper(), default=argparse.SUPPRESS,
-                               help=shown)
+            group.add_argument(
+                flag, dest=name, metavar=name.split("_")[-1].upper(), default=argparse.SUPPRESS, help=shown
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every verb."""
     parser = argparse.ArgumentParser(
         prog="edge-runner",
-        description="Convert models for the edge and serve them (KServe v2 + OpenAI API). "
-        "With no verb, runs 'serve'.",
+        description="Convert models for the edge and serve them (KServe v2 + OpenAI API). With no verb, runs 'serve'.",
         epilog="Quick start: edge-runner serve   then   curl localhost:8000/v2/models/digits",
     )
     parser.add_argument("--version", action="version", version=f"edge-runner {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    serve = sub.add_parser("serve", help="start the HTTP server (default verb)",
-                           description="Serve the model repository and the embedded defaults over HTTP.")
+    serve = sub.add_parser(
+        "serve",
+        help="start the HTTP server (default verb)",
+        description="Serve the model repository and the embedded defaults over HTTP.",
+    )
     _add_setting_flags(serve)
     serve.add_argument("--ready-file", type=Path, default=None, help="write the bound port here once listening")
-    sub.add_parser("convert", help="convert a model to ONNX/OpenVINO/TFLite/GGUF (see 'convert --help')",
-                   add_help=False)
+    sub.add_parser(
+        "convert", help="convert a model to ONNX/OpenVINO/TFLite/GGUF (see 'convert --help')", add_help=False
+    )
     _add_models_parser(sub)
-    run = sub.add_parser("run", help="one-shot local inference or chat, no server",
-                         description="Run a model in this process. Tensor models take --input FILE (.npy or "
-                         ".json {input_name: nested list}); LLMs take a prompt (interactive chat without one).")
+    run = sub.add_parser(
+        "run",
+        help="one-shot local inference or chat, no server",
+        description="Run a model in this process. Tensor models take --input FILE (.npy or "
+        ".json {input_name: nested list}); LLMs take a prompt (interactive chat without one).",
+    )
     run.add_argument("model", help="model name in the repository or a path")
     run.add_argument("prompt", nargs="?", help="prompt for an LLM")
     run.add_argument("--input", type=Path, help=".npy (single-input models) or .json file of inputs")
     run.add_argument("--json", action="store_true", help="print machine-readable JSON")
     _add_setting_flags(run)
     ps = sub.add_parser("ps", help="models loaded in a running server: memory, device, idle time, keep-alive")
-    ps.add_argument("--url", default=os.environ.get("EDGE_RUNNER_URL", "http://127.0.0.1:8000"),
-                    help="server address (default: $EDGE_RUNNER_URL or http://127.0.0.1:8000)")
+    ps.add_argument(
+        "--url",
+        default=os.environ.get("EDGE_RUNNER_URL", "http://127.0.0.1:8000"),
+        help="server address (default: $EDGE_RUNNER_URL or http://127.0.0.1:8000)",
+    )
     ps.add_argument("--json", action="store_true", help="print machine-readable JSON")
     doctor = sub.add_parser("doctor", help="hardware, runtimes and devices found; the profile 'auto' picks")
     doctor.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    doctor.add_argument("--profile", default=None, help="also dry-run this profile's device preferences "
-                        "(e.g. intel-npu, cuda) and show what would fall back, and why")
+    doctor.add_argument(
+        "--profile",
+        default=None,
+        help="also dry-run this profile's device preferences "
+        "(e.g. intel-npu, cuda) and show what would fall back, and why",
+    )
     bench = sub.add_parser("bench", help="load generator against a running server: throughput and p50/p95/p99")
     bench.add_argument("model", help="model to load-test (tensor models use random inputs of the right shape)")
     bench.add_argument("--url", default="http://127.0.0.1:8000", help="server address")
@@ -151,8 +175,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             from converters.cli import main as convert_main
         except ImportError:
-            print("edge-runner: 'convert' is not part of this binary or install; install the package with its "
-                  "'convert' extra (pip install 'edge-runner[convert]') and run it from Python", file=sys.stderr)
+            print(
+                "edge-runner: 'convert' is not part of this binary or install; install the package with its "
+                "'convert' extra (pip install 'edge-runner[convert]') and run it from Python",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         return int(convert_main(raw[1:]))
     args = build_parser().parse_args(raw)

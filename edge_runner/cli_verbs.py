@@ -36,12 +36,19 @@ def models(args: argparse.Namespace) -> int:
         _print(data, args.json, json.dumps(data, indent=2))
     elif args.action == "add":
         manifest = repo.add(args.path, args.name, args.version)
-        _print(manifest.to_json(), args.json, f"added {manifest.name} version {manifest.version} "
-               f"({manifest.format}, {sum(f.size for f in manifest.files)} bytes) to {repo.root}")
+        _print(
+            manifest.to_json(),
+            args.json,
+            f"added {manifest.name} version {manifest.version} "
+            f"({manifest.format}, {sum(f.size for f in manifest.files)} bytes) to {repo.root}",
+        )
     elif args.action == "rm":
         repo.remove(args.name, args.version)
-        _print({"removed": args.name, "version": args.version}, args.json,
-               f"removed {args.name}" + (f" version {args.version}" if args.version else ""))
+        _print(
+            {"removed": args.name, "version": args.version},
+            args.json,
+            f"removed {args.name}" + (f" version {args.version}" if args.version else ""),
+        )
     elif args.action == "export":
         folder, manifest = repo.resolve(args.name, args.version)
         with tarfile.open(args.out, "w:gz") as tar:
@@ -103,8 +110,9 @@ def run(args: argparse.Namespace, settings: Settings, profile: Profile) -> int:
     finally:
         manager.close()
     out = {k: v.tolist() for k, v in results.items()}
-    text = "\n".join(f"{k} {list(v.shape)}: {np.array2string(v, precision=4, threshold=20)}"
-                     for k, v in results.items())
+    text = "\n".join(
+        f"{k} {list(v.shape)}: {np.array2string(v, precision=4, threshold=20)}" for k, v in results.items()
+    )
     if not args.json and len(results) == 1:
         (value,) = results.values()
         if value.ndim == 2:
@@ -132,13 +140,17 @@ def ps(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         print(f"edge-runner ps: no server at {args.url} ({exc}); start one with 'edge-runner serve'")
         return 1
-    lines = [f"{'NAME':<20} {'VER':<4} {'BACKEND/DEVICE':<34} {'RSS MB':>7} {'MAPPED MB':>9} {'IDLE':>7} "
-             f"{'KEEP-ALIVE':>10} {'P50 MS':>7} {'P99 MS':>7}"]
+    lines = [
+        f"{'NAME':<20} {'VER':<4} {'BACKEND/DEVICE':<34} {'RSS MB':>7} {'MAPPED MB':>9} {'IDLE':>7} "
+        f"{'KEEP-ALIVE':>10} {'P50 MS':>7} {'P99 MS':>7}"
+    ]
     for r in rows:
-        lines.append(f"{r['name']:<20} {r['version']:<4} {r['backend'] + '/' + r['device']:<34} "
-                     f"{r['memory']['rss_bytes'] / 1e6:>7.1f} {r['memory']['mapped_bytes'] / 1e6:>9.1f} "
-                     f"{r['idle_s']:>6.0f}s {r['keep_alive']:>10} {r['latency']['p50_ms']:>7.2f} "
-                     f"{r['latency']['p99_ms']:>7.2f}")
+        lines.append(
+            f"{r['name']:<20} {r['version']:<4} {r['backend'] + '/' + r['device']:<34} "
+            f"{r['memory']['rss_bytes'] / 1e6:>7.1f} {r['memory']['mapped_bytes'] / 1e6:>9.1f} "
+            f"{r['idle_s']:>6.0f}s {r['keep_alive']:>10} {r['latency']['p50_ms']:>7.2f} "
+            f"{r['latency']['p99_ms']:>7.2f}"
+        )
         lines += [f"    {s['candidate']}: {s['reason']}" for s in r.get("selection", []) if not s["chosen"]]
     _print(rows, args.json, "\n".join(lines))
     return 0
@@ -158,9 +170,10 @@ def bench(args: argparse.Namespace) -> int:
     from edge_runner.loadgen import run_tensor_bench
 
     result = run_tensor_bench(args.url, args.model, args.concurrency, args.requests, args.batch)
-    text = (f"{args.model}: {result['requests_per_s']:.1f} req/s, p50 {result['p50_ms']:.2f} ms, "
-            f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']} "
-            f"(concurrency {args.concurrency}, {args.requests} requests, batch {args.batch})")
+    text = (
+        f"{args.model}: {result['requests_per_s']:.1f} req/s, p50 {result['p50_ms']:.2f} ms, "
+        f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']} "
+        f"(concurrency {args.concurrency}, {args.requests} requests, batch {args.batch})"
+    )
     _print(result, args.json, text)
     return 0
-

@@ -20,8 +20,19 @@ from edge_runner.errors import ConfigError
 ENV_PREFIX = "EDGE_RUNNER_"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-_SIZE_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20,
-               "g": 10**9, "gb": 10**9, "gib": 2**30}
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "kib": 2**10,
+    "m": 10**6,
+    "mb": 10**6,
+    "mib": 2**20,
+    "g": 10**9,
+    "gb": 10**9,
+    "gib": 2**30,
+}
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 
 
@@ -73,8 +84,14 @@ def to_str_list(value: Any) -> tuple[str, ...]:
     return tuple(str(v).strip() for v in items if str(v).strip())
 
 
-def _setting(default: Any, help: str, conv: Callable[[Any], Any], env: tuple[str, ...] = (),
-             secret: bool = False, flag: bool = True) -> Any:
+def _setting(
+    default: Any,
+    help: str,
+    conv: Callable[[Any], Any],
+    env: tuple[str, ...] = (),
+    secret: bool = False,
+    flag: bool = True,
+) -> Any:
     return field(default=default, metadata={"help": help, "conv": conv, "env": env, "secret": secret, "flag": flag})
 
 
@@ -96,34 +113,40 @@ class Settings:
     load_defaults: bool = _setting(True, "also serve the embedded default models (digits, tiny-llm)", to_bool)
     version_policy: str = _setting("latest", "versions to load: latest, latest:N, all, specific:1,2", str)
     profile: str = _setting("cpu", "hardware profile name or .toml path (see profiles/)", str)
-    backend: str = _setting("", "pin models to this backend (onnxruntime, openvino, tflite, llama_cpp) when it "
-                            "serves their format; a manifest's own pin wins", str)
-    device: tuple[str, ...] = _setting((), "device(s) to try first, before the profile's list (e.g. NPU, GPU, "
-                                       "CUDAExecutionProvider)", to_str_list)
+    backend: str = _setting(
+        "",
+        "pin models to this backend (onnxruntime, openvino, tflite, llama_cpp) when it "
+        "serves their format; a manifest's own pin wins",
+        str,
+    )
+    device: tuple[str, ...] = _setting(
+        (), "device(s) to try first, before the profile's list (e.g. NPU, GPU, CUDAExecutionProvider)", to_str_list
+    )
     threads: int = _setting(0, "intra-op threads per model; 0 = runtime default (all cores)", int)
-    graph_optimization_level: str = _setting("all", "ONNX Runtime graph optimizations: disable/basic/extended/all",
-                                             str)
-    dynamic_batching: bool = _setting(True, "stack concurrent requests into one batch", to_bool,
-                                      env=("DYNAMIC_BATCHING",))
+    graph_optimization_level: str = _setting("all", "ONNX Runtime graph optimizations: disable/basic/extended/all", str)
+    dynamic_batching: bool = _setting(
+        True, "stack concurrent requests into one batch", to_bool, env=("DYNAMIC_BATCHING",)
+    )
     max_batch_size: int = _setting(8, "largest batch the batcher builds", int, env=("MAX_BATCH_SIZE",))
     max_queue_delay_ms: float = _setting(2.0, "how long the batcher waits to fill a batch", float)
     preferred_batch_sizes: tuple[int, ...] = _setting((), "batch sizes to prefer (comma list)", to_int_list)
     max_queue_size: int = _setting(64, "queued requests per model before 429", int)
-    max_concurrent_requests: int = _setting(64, "requests in flight across the server before 429", int,
-                                            env=("MAX_CONCURRENT_REQUESTS",))
+    max_concurrent_requests: int = _setting(
+        64, "requests in flight across the server before 429", int, env=("MAX_CONCURRENT_REQUESTS",)
+    )
     request_timeout_ms: int = _setting(30000, "per-request deadline; past it the answer is 504", int)
     max_body_bytes: int = _setting(64 * 2**20, "largest request body accepted (e.g. 64MiB)", to_bytes)
     http_threads: int = _setting(8, "waitress worker threads", int)
     api_key: str = _setting("", "require 'Authorization: Bearer KEY' on every route but liveness", str, secret=True)
     enable_metrics: bool = _setting(True, "serve Prometheus metrics at /metrics", to_bool)
     memory_budget: int = _setting(-1, "bytes all loaded models may use; auto = 80% of available RAM", to_bytes)
-    keep_alive: float = _setting(-1.0, "unload a model idle this long (5m, 30s; -1 forever, 0 at once)",
-                                 to_duration_s)
+    keep_alive: float = _setting(-1.0, "unload a model idle this long (5m, 30s; -1 forever, 0 at once)", to_duration_s)
     max_seq_len: int = _setting(2048, "context length for LLMs", int)
     use_mmap: bool = _setting(True, "memory-map weights where the runtime allows", to_bool)
     mlock: bool = _setting(False, "lock LLM weights in RAM (needs a raised memlock limit)", to_bool)
-    quantization: str = _setting("", "preferred quantization when a model has several (int8, fp16, q8_0)", str,
-                                 env=("QUANTIZATION",))
+    quantization: str = _setting(
+        "", "preferred quantization when a model has several (int8, fp16, q8_0)", str, env=("QUANTIZATION",)
+    )
     cache_dir: str = _setting("", "compiled/optimized model cache (default: $XDG_CACHE_HOME/edge-runner)", str)
     log_level: str = _setting("info", "debug, info, warning or error", str)
 
@@ -176,8 +199,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cli: Mapping[str, Any], environ: Mapping[str, str], config_file: Path | None = None,
-                profile_settings: Mapping[str, Any] | None = None, profile_name: str = "") -> Resolved:
+def load_config(
+    cli: Mapping[str, Any],
+    environ: Mapping[str, str],
+    config_file: Path | None = None,
+    profile_settings: Mapping[str, Any] | None = None,
+    profile_name: str = "",
+) -> Resolved:
     """Pure layering of every source; raises ConfigError naming the key and where it came from."""
     values: dict[str, Any] = {}
     sources = {f.name: "default" for f in fields(Settings)}
@@ -199,8 +227,11 @@ def load_config(cli: Mapping[str, Any], environ: Mapping[str, str], config_file:
     for key, value in cli.items():
         values[key] = _convert(key, value, f"--{key.replace('_', '-')}")
         sources[key] = "cli"
-    unknown_env = [k for k in environ if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX):].lower() not in SETTING_NAMES
-                   and k not in _NON_SETTING_ENV]
+    unknown_env = [
+        k
+        for k in environ
+        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in SETTING_NAMES and k not in _NON_SETTING_ENV
+    ]
     if unknown_env:
         raise ConfigError(f"unknown environment variable {unknown_env[0]}; known settings: {', '.join(SETTING_NAMES)}")
     return Resolved(replace(Settings(), **values), sources)
@@ -217,8 +248,15 @@ def describe(resolved: Resolved) -> list[dict[str, Any]]:
         value = getattr(resolved.settings, f.name)
         if f.metadata["secret"] and value:
             value = "***"
-        rows.append({"name": f.name, "value": value, "source": resolved.sources[f.name],
-                     "env": list(env_names(f.name)), "help": f.metadata["help"]})
+        rows.append(
+            {
+                "name": f.name,
+                "value": value,
+                "source": resolved.sources[f.name],
+                "env": list(env_names(f.name)),
+                "help": f.metadata["help"],
+            }
+        )
     return rows
 
 

@@ -25,9 +25,7 @@ _TO_NUMPY: dict[str, np.dtype[np.generic]] = {
     "BF16": np.dtype(np.uint16),
 }
 
-_FROM_NUMPY: dict[str, str] = {
-    str(dt): name for name, dt in _TO_NUMPY.items() if name not in ("BYTES", "BF16")
-}
+_FROM_NUMPY: dict[str, str] = {str(dt): name for name, dt in _TO_NUMPY.items() if name not in ("BYTES", "BF16")}
 
 DATATYPES = tuple(_TO_NUMPY)
 

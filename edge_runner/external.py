@@ -20,8 +20,10 @@ def _artifact(folder: Path) -> Path:
     found = sorted(p for p in folder.iterdir() if p.suffix in _FORMAT_BY_SUFFIX)
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
-        raise ManifestError(f"{folder}: expected exactly one model file ({', '.join(_FORMAT_BY_SUFFIX)}) or a "
-                            f"manifest.json, found {names}")
+        raise ManifestError(
+            f"{folder}: expected exactly one model file ({', '.join(_FORMAT_BY_SUFFIX)}) or a "
+            f"manifest.json, found {names}"
+        )
     return found[0]
 
 
@@ -45,6 +47,7 @@ def manifest_for_path(path: Path, name: str) -> tuple[Path, Manifest]:
     if fmt == "openvino" and path.with_suffix(".bin").is_file():
         files.append(FileEntry(path.with_suffix(".bin").name, "", path.with_suffix(".bin").stat().st_size))
     task = "text-generation" if fmt == "gguf" else ""
-    manifest = Manifest(name=name, version=1, format=fmt, files=tuple(files), task=task,
-                        source={"path": str(path.resolve())})
+    manifest = Manifest(
+        name=name, version=1, format=fmt, files=tuple(files), task=task, source={"path": str(path.resolve())}
+    )
     return path.parent, manifest

@@ -24,8 +24,14 @@ def build_infer_body(inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -
     entries, blobs = [], []
     for name, array in inputs.items():
         blob = np.ascontiguousarray(array).tobytes()
-        entries.append({"name": name, "datatype": datatypes[name], "shape": list(array.shape),
-                        "parameters": {"binary_data_size": len(blob)}})
+        entries.append(
+            {
+                "name": name,
+                "datatype": datatypes[name],
+                "shape": list(array.shape),
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
         blobs.append(blob)
     header = json.dumps({"inputs": entries}).encode()
     headers = {"Content-Type": "application/octet-stream", HEADER_LENGTH: str(len(header))}
@@ -45,8 +51,17 @@ def random_inputs(metadata: dict[str, Any], batch: int, seed: int = 0) -> tuple[
     return arrays, types
 
 
-def _client(host: str, port: int, path: str, body: bytes, headers: dict[str, str], count: int,
-            latencies: list[float], errors: list[int], lock: threading.Lock) -> None:
+def _client(
+    host: str,
+    port: int,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    count: int,
+    latencies: list[float],
+    errors: list[int],
+    lock: threading.Lock,
+) -> None:
     conn = http.client.HTTPConnection(host, port, timeout=60)
     mine: list[float] = []
     failed = 0
@@ -65,8 +80,9 @@ def _client(host: str, port: int, path: str, body: bytes, headers: dict[str, str
         errors.append(failed)
 
 
-def run_load(url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int,
-             requests: int) -> dict[str, float]:
+def run_load(
+    url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int, requests: int
+) -> dict[str, float]:
     """Send ``requests`` requests over ``concurrency`` connections; return throughput and percentiles."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
@@ -74,8 +90,10 @@ def run_load(url: str, path: str, body: bytes, headers: dict[str, str], concurre
     errors: list[int] = []
     lock = threading.Lock()
     per_client = max(1, requests // concurrency)
-    threads = [threading.Thread(target=_client, args=(host, port, path, body, headers, per_client, latencies,
-                                                      errors, lock)) for _ in range(concurrency)]
+    threads = [
+        threading.Thread(target=_client, args=(host, port, path, body, headers, per_client, latencies, errors, lock))
+        for _ in range(concurrency)
+    ]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -83,9 +101,15 @@ def run_load(url: str, path: str, body: bytes, headers: dict[str, str], concurre
         t.join()
     elapsed = time.perf_counter() - start
     ms = np.array(latencies) * 1000.0 if latencies else np.zeros(1)
-    return {"requests_per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-            "errors": float(sum(errors)), "completed": float(len(latencies)), "seconds": elapsed}
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": float(sum(errors)),
+        "completed": float(len(latencies)),
+        "seconds": elapsed,
+    }
 
 
 def run_tensor_bench(url: str, model: str, concurrency: int, requests: int, batch: int) -> dict[str, float]:

@@ -116,6 +116,7 @@ def plan_evictions(loaded: list[Resident], need: int, budget: int) -> list[tuple
         if used - freed + need <= budget:
             return evict
     busy = ", ".join(f"{k[0]} v{k[1]} ({fmt_mb(r)})" for k, r in ((r.key, r.footprint) for r in loaded if not r.idle))
-    raise ValueError(f"needs about {fmt_mb(need)} but the memory budget is {fmt_mb(budget)} with {fmt_mb(used)} in "
-                     f"use; evicting every idle model frees only {fmt_mb(freed)}"
-                     + (f"; busy: {busy}" if busy else ""))
+    raise ValueError(
+        f"needs about {fmt_mb(need)} but the memory budget is {fmt_mb(budget)} with {fmt_mb(used)} in "
+        f"use; evicting every idle model frees only {fmt_mb(freed)}" + (f"; busy: {busy}" if busy else "")
+    )

@@ -65,15 +65,25 @@ class LoadedModel:
     def memory(self) -> dict[str, int]:
         """Resident (measured at load) and mapped (live) bytes."""
         mapped = mapped_files(self.folder)
-        return {"rss_bytes": self.resident_bytes, "mapped_bytes": mapped.rss_bytes,
-                "mapped_pss_bytes": mapped.pss_bytes, "mapped_size_bytes": mapped.size_bytes}
+        return {
+            "rss_bytes": self.resident_bytes,
+            "mapped_bytes": mapped.rss_bytes,
+            "mapped_pss_bytes": mapped.pss_bytes,
+            "mapped_size_bytes": mapped.size_bytes,
+        }
 
 
 class ModelManager:
     """Owns every loaded model; the server and CLI go through it."""
 
-    def __init__(self, settings: Settings, repository: ModelRepository, profile: Profile,
-                 external: Mapping[str, Path] | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        repository: ModelRepository,
+        profile: Profile,
+        external: Mapping[str, Path] | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.settings = settings
         self.repository = repository
         self.profile = profile
@@ -145,8 +155,14 @@ class ModelManager:
             self._models[key] = entry
             self._states[key] = ("READY", "")
         steps = "; ".join(f"{s.candidate}: {s.reason}" for s in entry.metadata.selection)
-        log.info("loaded %s v%s on %s/%s%s", name, version, entry.backend.name, entry.metadata.device,
-                 f" ({steps})" if steps else "")
+        log.info(
+            "loaded %s v%s on %s/%s%s",
+            name,
+            version,
+            entry.backend.name,
+            entry.metadata.device,
+            f" ({steps})" if steps else "",
+        )
         return entry
 
     def _choose_backend(self, manifest: Manifest) -> tuple[type[Backend], tuple[SelectionStep, ...]]:
@@ -164,8 +180,9 @@ class ModelManager:
         try:
             evict = plan_evictions(residents, need, self.budget)
         except ValueError as exc:
-            raise MemoryBudgetExceeded(f"cannot load {name} v{version}: it {exc}; raise --memory-budget or unload "
-                                       "a model") from None
+            raise MemoryBudgetExceeded(
+                f"cannot load {name} v{version}: it {exc}; raise --memory-budget or unload a model"
+            ) from None
         for key in evict:
             log.info("evicting idle %s v%s to fit %s v%s in the memory budget", key[0], key[1], name, version)
             if self.metrics is not None:
@@ -183,8 +200,12 @@ class ModelManager:
         options = self.profile.load_options(cls.name, threads=self.settings.threads, cache_dir=cache)
         if self.settings.device:
             options = replace(options, devices=(*self.settings.device, *options.devices))
-        merged = {"graph_optimization_level": self.settings.graph_optimization_level,
-                  "max_seq_len": self.settings.max_seq_len, "mlock": self.settings.mlock, **options.options}
+        merged = {
+            "graph_optimization_level": self.settings.graph_optimization_level,
+            "max_seq_len": self.settings.max_seq_len,
+            "mlock": self.settings.mlock,
+            **options.options,
+        }
         options = replace(options, options=merged, use_mmap=self.settings.use_mmap and options.use_mmap)
         backend = cls(manifest, folder, options)
         backend.load()
@@ -192,12 +213,18 @@ class ModelManager:
         stats = LatencyStats()
         scheduler = None
         if not meta.capabilities.generate:
-            scheduler = ModelScheduler(backend, self._policy(manifest, meta), meta.capabilities.batching,
-                                       on_batch=self._batch_observer(name, version, stats), name=f"{name}-{version}")
+            scheduler = ModelScheduler(
+                backend,
+                self._policy(manifest, meta),
+                meta.capabilities.batching,
+                on_batch=self._batch_observer(name, version, stats),
+                name=f"{name}-{version}",
+            )
         keep_alive = float(manifest.extra.get("keep_alive_s", self.settings.keep_alive))
         resident = max(0, process_rss() - rss_before - mapped_files(folder).rss_bytes)
-        return LoadedModel(name, version, manifest, folder, backend, meta, scheduler, keep_alive,
-                           resident_bytes=resident, stats=stats)
+        return LoadedModel(
+            name, version, manifest, folder, backend, meta, scheduler, keep_alive, resident_bytes=resident, stats=stats
+        )
 
     def _batch_observer(self, name: str, version: int, stats: LatencyStats) -> Callable[[int], None]:
         def observe(rows: int) -> None:
@@ -251,16 +278,23 @@ class ModelManager:
         if version is not None and version not in self._versions(name):
             raise ModelNotFound(f"model {name!r} has no version {version}; versions: {self._versions(name)}")
         reason = f" ({state[1]})" if state[1] else ""
-        raise ModelNotReady(f"model {name!r} is not loaded{reason}; load it with POST "
-                            f"/v2/repository/models/{name}/load")
+        raise ModelNotReady(
+            f"model {name!r} is not loaded{reason}; load it with POST /v2/repository/models/{name}/load"
+        )
 
     def loaded(self) -> list[LoadedModel]:
         """Every loaded model version."""
         with self._lock:
             return list(self._models.values())
 
-    def infer(self, name: str, version: int | None, inputs: Tensors, datatypes: Mapping[str, str],
-              outputs: Sequence[str] | None) -> tuple[LoadedModel, Tensors]:
+    def infer(
+        self,
+        name: str,
+        version: int | None,
+        inputs: Tensors,
+        datatypes: Mapping[str, str],
+        outputs: Sequence[str] | None,
+    ) -> tuple[LoadedModel, Tensors]:
         """Validate, queue, run; records stats."""
         entry = self.get(name, version)
         entry.touch()
@@ -306,8 +340,11 @@ class ModelManager:
     def reap_idle(self, now: float | None = None) -> list[tuple[str, int]]:
         """Unload models idle for longer than their keep-alive; returns what was unloaded."""
         now = time.monotonic() if now is None else now
-        expired = [(e.name, e.version) for e in self.loaded()
-                   if e.keep_alive_s >= 0 and not e.busy and now - e.last_used >= e.keep_alive_s]
+        expired = [
+            (e.name, e.version)
+            for e in self.loaded()
+            if e.keep_alive_s >= 0 and not e.busy and now - e.last_used >= e.keep_alive_s
+        ]
         for name, version in expired:
             log.info("unloading %s v%s: idle past its keep-alive", name, version)
             self.unload(name, version)
@@ -318,13 +355,21 @@ class ModelManager:
         now = time.monotonic()
         rows = []
         for e in sorted(self.loaded(), key=lambda m: (m.name, m.version)):
-            rows.append({
-                "name": e.name, "version": e.version, "backend": e.backend.name, "device": e.metadata.device,
-                "selection": [s.to_json() for s in e.metadata.selection], "memory": e.memory(),
-                "idle_s": round(now - e.last_used, 1), "busy": e.busy,
-                "keep_alive": "forever" if e.keep_alive_s < 0 else f"{e.keep_alive_s:g}s",
-                "queue_depth": e.scheduler.queue_depth if e.scheduler else 0, "latency": e.stats.percentiles(),
-            })
+            rows.append(
+                {
+                    "name": e.name,
+                    "version": e.version,
+                    "backend": e.backend.name,
+                    "device": e.metadata.device,
+                    "selection": [s.to_json() for s in e.metadata.selection],
+                    "memory": e.memory(),
+                    "idle_s": round(now - e.last_used, 1),
+                    "busy": e.busy,
+                    "keep_alive": "forever" if e.keep_alive_s < 0 else f"{e.keep_alive_s:g}s",
+                    "queue_depth": e.scheduler.queue_depth if e.scheduler else 0,
+                    "latency": e.stats.percentiles(),
+                }
+            )
         return rows
 
     def close(self) -> None:

@@ -150,20 +150,28 @@ class ModelRepository:
     def _stage(self, src: Path, tmp: Path, name: str, version: int) -> Manifest:
         if src.is_file():
             if src.suffix not in (".onnx", ".ort"):
-                raise InvalidInput(f"{src}: only .onnx/.ort files can be added bare; other formats need a folder "
-                                   "with manifest.json (edge-runner convert writes one)")
+                raise InvalidInput(
+                    f"{src}: only .onnx/.ort files can be added bare; other formats need a folder "
+                    "with manifest.json (edge-runner convert writes one)"
+                )
             shutil.copy2(src, tmp / src.name)
             extra_files = _external_data_files(src)
             for rel in extra_files:
                 shutil.copy2(src.parent / rel, tmp / rel)
-            manifest = Manifest(name=name, version=version, format=src.suffix[1:],
-                                files=tuple(file_entry(tmp, rel) for rel in (src.name, *extra_files)),
-                                source={"path": str(src.resolve())})
+            manifest = Manifest(
+                name=name,
+                version=version,
+                format=src.suffix[1:],
+                files=tuple(file_entry(tmp, rel) for rel in (src.name, *extra_files)),
+                source={"path": str(src.resolve())},
+            )
             manifest = _with_onnx_signature(tmp, manifest)
         else:
             if not (src / MANIFEST_NAME).is_file():
-                raise ManifestError(f"{src} has no manifest.json; add a single .onnx file, or convert with "
-                                    "'edge-runner convert' which writes the manifest")
+                raise ManifestError(
+                    f"{src} has no manifest.json; add a single .onnx file, or convert with "
+                    "'edge-runner convert' which writes the manifest"
+                )
             original = read_manifest(src)
             verify_files(src, original)
             for entry in original.files:

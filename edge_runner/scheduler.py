@@ -58,8 +58,14 @@ BatchObserver = Callable[[int], None]
 class ModelScheduler:
     """Queue + workers in front of one loaded backend."""
 
-    def __init__(self, backend: Backend, policy: BatchPolicy, batching: bool,
-                 on_batch: BatchObserver | None = None, name: str = "") -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        policy: BatchPolicy,
+        batching: bool,
+        on_batch: BatchObserver | None = None,
+        name: str = "",
+    ) -> None:
         self.backend = backend
         self.policy = policy
         self.batching = batching and policy.enabled and policy.max_batch_size > 1
@@ -70,8 +76,10 @@ class ModelScheduler:
         self._busy = 0
         self._running_jobs = 0
         self._callers = 0  # submit() calls in progress: the batcher only waits when others may join
-        self._workers = [threading.Thread(target=self._run, name=f"sched-{name}-{i}", daemon=True)
-                         for i in range(max(1, policy.instances))]
+        self._workers = [
+            threading.Thread(target=self._run, name=f"sched-{name}-{i}", daemon=True)
+            for i in range(max(1, policy.instances))
+        ]
         for worker in self._workers:
             worker.start()
 
@@ -95,7 +103,7 @@ class ModelScheduler:
             self._callers += 1
         try:
             if self.batching and rows > limit:
-                chunks = [{k: v[i:i + limit] for k, v in inputs.items()} for i in range(0, rows, limit)]
+                chunks = [{k: v[i : i + limit] for k, v in inputs.items()} for i in range(0, rows, limit)]
                 jobs = [self._enqueue(chunk, outs, min(limit, rows - i * limit)) for i, chunk in enumerate(chunks)]
             else:
                 jobs = [self._enqueue(inputs, outs, rows)]
@@ -113,8 +121,10 @@ class ModelScheduler:
             except FutureTimeout:
                 for pending in jobs:
                     pending.future.cancel()
-                raise RequestTimeout(f"inference did not finish within {timeout_s:.1f}s; the model is busy - "
-                                     "retry, or raise --request-timeout-ms") from None
+                raise RequestTimeout(
+                    f"inference did not finish within {timeout_s:.1f}s; the model is busy - "
+                    "retry, or raise --request-timeout-ms"
+                ) from None
         if len(parts) == 1:
             return parts[0]
         return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
@@ -125,8 +135,9 @@ class ModelScheduler:
             if self._closed:
                 raise Overloaded("the server is shutting down", retry_after_s=5)
             if len(self._queue) >= self.policy.max_queue_size:
-                raise Overloaded(f"model queue is full ({self.policy.max_queue_size} waiting); retry shortly",
-                                 retry_after_s=1)
+                raise Overloaded(
+                    f"model queue is full ({self.policy.max_queue_size} waiting); retry shortly", retry_after_s=1
+                )
             self._queue.append(job)
             self._cond.notify()
         return job
@@ -201,7 +212,7 @@ class ModelScheduler:
             if len(batch) == 1:
                 job.future.set_result(results)
             else:
-                job.future.set_result({k: v[start:start + job.rows] for k, v in results.items()})
+                job.future.set_result({k: v[start : start + job.rows] for k, v in results.items()})
             start += job.rows
 
     def close(self, drain_timeout_s: float = 10.0) -> None:

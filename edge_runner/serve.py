@@ -60,17 +60,18 @@ def _drain_then_interrupt(manager: ModelManager, inflight: AdmissionMiddleware, 
     os.kill(os.getpid(), signal.SIGINT)
 
 
-def _sigterm_handler(server: Any, manager: ModelManager, state: dict[str, bool],
-                     inflight: AdmissionMiddleware) -> Callable[[int, FrameType | None], None]:
+def _sigterm_handler(
+    server: Any, manager: ModelManager, state: dict[str, bool], inflight: AdmissionMiddleware
+) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if state.get("draining"):
             return
-        log.info("SIGTERM: no longer accepting connections; draining in-flight requests (max %.0fs)",
-                 DRAIN_TIMEOUT_S)
+        log.info("SIGTERM: no longer accepting connections; draining in-flight requests (max %.0fs)", DRAIN_TIMEOUT_S)
         state["draining"] = True
         server.accepting = False
-        threading.Thread(target=_drain_then_interrupt, daemon=True,
-                         args=(manager, inflight, time.monotonic() + DRAIN_TIMEOUT_S)).start()
+        threading.Thread(
+            target=_drain_then_interrupt, daemon=True, args=(manager, inflight, time.monotonic() + DRAIN_TIMEOUT_S)
+        ).start()
 
     return handler
 
@@ -93,9 +94,15 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     state: dict[str, bool] = {"ready": False}
     inflight = AdmissionMiddleware(settings.max_concurrent_requests, metrics)
     app = create_app(manager, settings, state, admission=inflight)
-    server = waitress.create_server(app, host=settings.host, port=settings.port, threads=settings.http_threads,
-                                    max_request_body_size=settings.max_body_bytes + 1, ident="edge-runner",
-                                    clear_untrusted_proxy_headers=True)
+    server = waitress.create_server(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.http_threads,
+        max_request_body_size=settings.max_body_bytes + 1,
+        ident="edge-runner",
+        clear_untrusted_proxy_headers=True,
+    )
     port = int(server.effective_port)
     print(f"edge-runner listening on http://{settings.host}:{port} (profile {profile.name})", flush=True)
     if ready_file is not None:
@@ -103,8 +110,9 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     failures = load_startup_models(manager, settings.models)
     state["ready"] = True
     loaded = ", ".join(f"{m.name}:v{m.version} [{m.backend.name}/{m.metadata.device}]" for m in manager.loaded())
-    print(f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""),
-          flush=True)
+    print(
+        f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""), flush=True
+    )
     signal.signal(signal.SIGTERM, _sigterm_handler(server, manager, state, inflight))
     threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()
     try:

@@ -13,16 +13,25 @@ from edge_runner.manifest import TensorSpec
 
 def _check_shape(spec: TensorSpec, shape: tuple[int, ...]) -> None:
     if len(shape) != len(spec.shape):
-        raise InvalidInput(f"input {spec.name!r}: expected rank {len(spec.shape)} with shape {list(spec.shape)} "
-                           f"(-1 = any), got shape {list(shape)}")
+        raise InvalidInput(
+            f"input {spec.name!r}: expected rank {len(spec.shape)} with shape {list(spec.shape)} "
+            f"(-1 = any), got shape {list(shape)}"
+        )
     for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
         if want >= 0 and want != got:
-            raise InvalidInput(f"input {spec.name!r}: dimension {axis} must be {want} (expected shape "
-                               f"{list(spec.shape)}, -1 = any), got shape {list(shape)}")
+            raise InvalidInput(
+                f"input {spec.name!r}: dimension {axis} must be {want} (expected shape "
+                f"{list(spec.shape)}, -1 = any), got shape {list(shape)}"
+            )
 
 
-def validate_inputs(meta: ModelMetadata, inputs: Mapping[str, np.ndarray], datatypes: Mapping[str, str],
-                    outputs: Sequence[str] | None, max_elements: int = 1 << 28) -> None:
+def validate_inputs(
+    meta: ModelMetadata,
+    inputs: Mapping[str, np.ndarray],
+    datatypes: Mapping[str, str],
+    outputs: Sequence[str] | None,
+    max_elements: int = 1 << 28,
+) -> None:
     """Check names, datatypes, shapes and requested outputs; raise InvalidInput saying what was expected."""
     specs = {spec.name: spec for spec in meta.inputs}
     for name in inputs:

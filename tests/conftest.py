@@ -28,8 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings isolated in tmp_path (repository and cache)."""
-    return replace(Settings(), model_repository=str(tmp_path / "repo"), cache_dir=str(tmp_path / "cache"),
-                   load_defaults=True)
+    return replace(
+        Settings(), model_repository=str(tmp_path / "repo"), cache_dir=str(tmp_path / "cache"), load_defaults=True
+    )
 
 
 @pytest.fixture(scope="session")
@@ -40,8 +41,9 @@ def digits_holdout() -> tuple[np.ndarray, np.ndarray]:
 
     extra = json.loads((DEFAULTS_DIR / "digits" / "1" / "manifest.json").read_text())["extra"]["holdout"]
     data = load_digits()
-    _, x_test, _, y_test = train_test_split(data.images, data.target, test_size=extra["test_size"],
-                                            random_state=extra["random_state"], stratify=data.target)
+    _, x_test, _, y_test = train_test_split(
+        data.images, data.target, test_size=extra["test_size"], random_state=extra["random_state"], stratify=data.target
+    )
     return (x_test / 16.0).astype(np.float32).reshape(-1, 1, 8, 8), y_test
 
 
@@ -52,10 +54,16 @@ def write_fake_model(root: Path, name: str, version: int = 1, **extra: Any) -> P
     (folder / "weights.fake").write_bytes(b"fake")
     from edge_runner.manifest import file_entry
 
-    manifest = Manifest(name=name, version=version, format="fake", backend="fake",
-                        files=(file_entry(folder, "weights.fake"),),
-                        inputs=(TensorSpec("x", "FP32", (-1, 4)),), outputs=(TensorSpec("y", "FP32", (-1, 4)),),
-                        extra=dict(extra))
+    manifest = Manifest(
+        name=name,
+        version=version,
+        format="fake",
+        backend="fake",
+        files=(file_entry(folder, "weights.fake"),),
+        inputs=(TensorSpec("x", "FP32", (-1, 4)),),
+        outputs=(TensorSpec("y", "FP32", (-1, 4)),),
+        extra=dict(extra),
+    )
     write_manifest(folder, manifest)
     return folder
 
@@ -80,8 +88,13 @@ def make_manager(settings: Settings) -> Iterator[Callable[..., ModelManager]]:
 def free_env(tmp: Path) -> dict[str, str]:
     """Environment for a child edge-runner: isolated repository/cache, no inherited EDGE_RUNNER_* vars."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_RUNNER_")}
-    env.update({"EDGE_RUNNER_MODEL_REPOSITORY": str(tmp / "repo"), "EDGE_RUNNER_CACHE_DIR": str(tmp / "cache"),
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "EDGE_RUNNER_MODEL_REPOSITORY": str(tmp / "repo"),
+            "EDGE_RUNNER_CACHE_DIR": str(tmp / "cache"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -93,8 +106,13 @@ class ServerProcess:
         self.log_path = tmp / f"server-{time.monotonic_ns()}.log"
         self.log = self.log_path.open("w")
         cmd = command or [sys.executable, "-m", "edge_runner"]
-        self.proc = subprocess.Popen([*cmd, "serve", "--port", "0", "--ready-file", str(self.ready_file), *args],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=tmp)
+        self.proc = subprocess.Popen(
+            [*cmd, "serve", "--port", "0", "--ready-file", str(self.ready_file), *args],
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=tmp,
+        )
         self.url = ""
 
     def wait_ready(self, timeout_s: float = 120.0) -> str:
@@ -132,8 +150,9 @@ def start_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Factory: start a real server with extra CLI args; always terminated after the test."""
     started: list[ServerProcess] = []
 
-    def factory(*args: str, env: dict[str, str] | None = None, command: list[str] | None = None,
-                wait: bool = True) -> ServerProcess:
+    def factory(
+        *args: str, env: dict[str, str] | None = None, command: list[str] | None = None, wait: bool = True
+    ) -> ServerProcess:
         server = ServerProcess(list(args), env or free_env(tmp_path), tmp_path, command)
         started.append(server)
         if wait:

@@ -31,8 +31,12 @@ _ORT_TYPES = {
     "tensor(string)": "BYTES",
 }
 
-_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-               "all": "ORT_ENABLE_ALL"}
+_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
 def _spec(arg: Any) -> TensorSpec:
@@ -171,9 +175,13 @@ class OnnxRuntimeBackend(Backend):
         inputs = self._session.get_inputs()
         batching = bool(inputs) and all(len(i.shape) > 0 and not isinstance(i.shape[0], int) for i in inputs)
         dynamic = any(not isinstance(d, int) for i in inputs for d in i.shape)
-        return Capabilities(batching=batching, max_concurrency=4, dynamic_shapes=dynamic,
-                            embed=self.manifest.task in ("feature-extraction", "sentence-embedding"),
-                            devices=tuple(self._session.get_providers()))
+        return Capabilities(
+            batching=batching,
+            max_concurrency=4,
+            dynamic_shapes=dynamic,
+            embed=self.manifest.task in ("feature-extraction", "sentence-embedding"),
+            devices=tuple(self._session.get_providers()),
+        )
 
     def metadata(self) -> ModelMetadata:
         if self._meta is None:
@@ -197,4 +205,3 @@ class OnnxRuntimeBackend(Backend):
     def unload(self) -> None:
         self._session = None
         self._meta = None
-

@@ -74,8 +74,9 @@ def build_routes(manager: ModelManager, settings: Settings, state: dict[str, boo
         Route(f"{version}/stats", stats, "Statistics of one version"),
         Route("/v2/repository/index", kserve.RepositoryIndexResource(manager), "Every model version and its state"),
         Route("/v2/repository/models/{model}/load", kserve.RepositoryLoadResource(manager, "load"), "Load a model"),
-        Route("/v2/repository/models/{model}/unload", kserve.RepositoryLoadResource(manager, "unload"),
-              "Unload a model"),
+        Route(
+            "/v2/repository/models/{model}/unload", kserve.RepositoryLoadResource(manager, "unload"), "Unload a model"
+        ),
     ]
 
 
@@ -91,18 +92,31 @@ class OpenApiResource:
             ops: dict[str, Any] = {}
             for method in ("get", "post"):
                 if hasattr(route.resource, f"on_{method}"):
-                    params = [{"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-                              for p in route.path.split("/") if p.startswith("{")]
-                    ops[method] = {"summary": route.summary, "tags": [route.tag], "parameters": params,
-                                   "responses": {"200": {"description": "OK"},
-                                                 "4XX": {"description": "Client error: {\"error\": message}"},
-                                                 "5XX": {"description": "Not ready, overloaded or failed"}}}
+                    params = [
+                        {"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
+                        for p in route.path.split("/")
+                        if p.startswith("{")
+                    ]
+                    ops[method] = {
+                        "summary": route.summary,
+                        "tags": [route.tag],
+                        "parameters": params,
+                        "responses": {
+                            "200": {"description": "OK"},
+                            "4XX": {"description": 'Client error: {"error": message}'},
+                            "5XX": {"description": "Not ready, overloaded or failed"},
+                        },
+                    }
             paths[route.path] = ops
         resp.media = {"openapi": "3.1.0", "info": {"title": "edge-runner", "version": __version__}, "paths": paths}
 
 
-def create_app(manager: ModelManager, settings: Settings, state: dict[str, bool] | None = None,
-               admission: AdmissionMiddleware | None = None) -> falcon.App[falcon.Request, falcon.Response]:
+def create_app(
+    manager: ModelManager,
+    settings: Settings,
+    state: dict[str, bool] | None = None,
+    admission: AdmissionMiddleware | None = None,
+) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app; ``state`` carries readiness/draining flags shared with the serve loop."""
     state = state if state is not None else {"ready": True}
     admission = admission or AdmissionMiddleware(settings.max_concurrent_requests, manager.metrics)
@@ -112,8 +126,9 @@ def create_app(manager: ModelManager, settings: Settings, state: dict[str, bool]
     app.req_options.strip_url_path_trailing_slash = True
     server_errors.install(app)
     routes = build_routes(manager, settings, state)
-    routes.append(Route("/api/ps", PsResource(manager), "Loaded models: memory, device, idle time, keep-alive",
-                        "operations"))
+    routes.append(
+        Route("/api/ps", PsResource(manager), "Loaded models: memory, device, idle time, keep-alive", "operations")
+    )
     if manager.metrics is not None and settings.enable_metrics:
         manager.metrics.attach_state(manager.ps_rows, lambda: admission.in_flight)
         routes.append(Route("/metrics", MetricsResource(manager.metrics), "Prometheus metrics", "operations"))

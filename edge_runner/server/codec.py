@@ -38,7 +38,7 @@ def _deserialize_bytes(buf: bytes, count: int, name: str) -> np.ndarray:
         offset += 4
         if offset + length > len(buf):
             raise InvalidInput(f"input {name!r}: BYTES element of {length} bytes runs past the data")
-        items.append(buf[offset:offset + length])
+        items.append(buf[offset : offset + length])
         offset += length
     if len(items) != count:
         raise InvalidInput(f"input {name!r}: {len(items)} BYTES elements in binary data, shape needs {count}")
@@ -98,8 +98,10 @@ def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: s
         return _deserialize_bytes(bytes(buf), count, name).reshape(shape)
     expected = count * element_size(datatype)
     if len(buf) != expected:
-        raise InvalidInput(f"input {name!r}: binary_data_size is {len(buf)} bytes, but shape {list(shape)} of "
-                           f"{datatype} needs {expected}")
+        raise InvalidInput(
+            f"input {name!r}: binary_data_size is {len(buf)} bytes, but shape {list(shape)} of "
+            f"{datatype} needs {expected}"
+        )
     return np.frombuffer(buf, dtype=to_numpy(datatype)).reshape(shape).copy()
 
 
@@ -144,9 +146,11 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         size = params.get("binary_data_size") if isinstance(params, dict) else None
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(tail):
-                raise InvalidInput(f"input {name!r}: binary_data_size {size} exceeds the {len(tail) - offset} "
-                                   "binary bytes left in the body")
-            inputs[name] = _from_binary(tail[offset:offset + size], datatype, shape, name)
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size} exceeds the {len(tail) - offset} "
+                    "binary bytes left in the body"
+                )
+            inputs[name] = _from_binary(tail[offset : offset + size], datatype, shape, name)
             offset += size
         elif "data" in raw:
             inputs[name] = _from_json_data(raw["data"], datatype, shape, name)
@@ -162,9 +166,14 @@ def _with_outputs(header: dict[str, Any], inputs: dict[str, np.ndarray], datatyp
     params = header.get("parameters") or {}
     if not isinstance(params, dict):
         raise MalformedRequest("'parameters' must be an object")
-    request = InferRequest(id=str(header["id"]) if "id" in header else None, inputs=inputs, input_datatypes=datatypes,
-                           outputs=None, binary_default=bool(params.get("binary_data_output", False)),
-                           parameters=params)
+    request = InferRequest(
+        id=str(header["id"]) if "id" in header else None,
+        inputs=inputs,
+        input_datatypes=datatypes,
+        outputs=None,
+        binary_default=bool(params.get("binary_data_output", False)),
+        parameters=params,
+    )
     raw_outputs = header.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list) or not all(isinstance(o, dict) and "name" in o for o in raw_outputs):
@@ -186,8 +195,9 @@ def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
     return list(flat.tolist())
 
 
-def encode_response(model: str, version: str, request: InferRequest, results: dict[str, np.ndarray],
-                    datatypes: dict[str, str]) -> tuple[bytes, int | None]:
+def encode_response(
+    model: str, version: str, request: InferRequest, results: dict[str, np.ndarray], datatypes: dict[str, str]
+) -> tuple[bytes, int | None]:
     """Encode outputs as JSON, appending binary tensors when asked; returns (body, json header length)."""
     outputs, blobs = [], []
     for name, array in results.items():

@@ -53,8 +53,11 @@ def model_metadata(manager: ModelManager, entry: LoadedModel) -> dict[str, Any]:
             "selection": [s.to_json() for s in meta.selection],
             "quantization": entry.manifest.quantization,
             "task": entry.manifest.task,
-            "capabilities": {"batching": meta.capabilities.batching, "generate": meta.capabilities.generate,
-                             "embed": meta.capabilities.embed},
+            "capabilities": {
+                "batching": meta.capabilities.batching,
+                "generate": meta.capabilities.generate,
+                "embed": meta.capabilities.embed,
+            },
         },
     }
 
@@ -113,12 +116,19 @@ class ModelConfigResource:
             "platform": f"{entry.backend.name}_{entry.manifest.format}",
             "backend": entry.backend.name,
             "max_batch_size": policy.max_batch_size if policy and batching else 0,
-            "input": [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape)}
-                      for t in entry.metadata.inputs],
-            "output": [{"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape)}
-                       for t in entry.metadata.outputs],
-            "dynamic_batching": {"max_queue_delay_microseconds": int(policy.max_queue_delay_ms * 1000),
-                                 "preferred_batch_size": list(policy.preferred_batch_sizes)} if policy and batching
+            "input": [
+                {"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape)}
+                for t in entry.metadata.inputs
+            ],
+            "output": [
+                {"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape)}
+                for t in entry.metadata.outputs
+            ],
+            "dynamic_batching": {
+                "max_queue_delay_microseconds": int(policy.max_queue_delay_ms * 1000),
+                "preferred_batch_size": list(policy.preferred_batch_sizes),
+            }
+            if policy and batching
             else None,
         }
 
@@ -137,8 +147,9 @@ class InferResource:
         except ValueError:
             raise MalformedRequest(f"{HEADER_LENGTH} must be an integer, got {raw_len!r}") from None
         request = decode_request(body, header_len)
-        entry, results = self.manager.infer(name, _version(version), request.inputs, request.input_datatypes,
-                                            request.outputs)
+        entry, results = self.manager.infer(
+            name, _version(version), request.inputs, request.input_datatypes, request.outputs
+        )
         datatypes = {t.name: t.datatype for t in entry.metadata.outputs}
         payload, json_len = encode_response(entry.name, str(entry.version), request, results, datatypes)
         resp.data = payload
@@ -153,8 +164,9 @@ class StatsResource:
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
-    def on_get(self, req: falcon.Request, resp: falcon.Response, model: str | None = None,
-               version: str | None = None) -> None:
+    def on_get(
+        self, req: falcon.Request, resp: falcon.Response, model: str | None = None, version: str | None = None
+    ) -> None:
         entries = self.manager.loaded()
         if model is not None:
             validate_name(model)
@@ -162,8 +174,12 @@ class StatsResource:
             entries = [m for m in entries if m.name == model and (wanted is None or m.version == wanted)]
             if not entries:
                 self.manager.get(model, wanted)  # raises the precise not-found / not-ready error
-        resp.media = {"model_stats": [{"name": m.name, "version": str(m.version), **m.stats.to_json()}
-                                      for m in sorted(entries, key=lambda m: (m.name, m.version))]}
+        resp.media = {
+            "model_stats": [
+                {"name": m.name, "version": str(m.version), **m.stats.to_json()}
+                for m in sorted(entries, key=lambda m: (m.name, m.version))
+            ]
+        }
 
 
 class RepositoryIndexResource:
@@ -177,7 +193,7 @@ class RepositoryIndexResource:
             try:
                 ready_only = bool(json.loads(body).get("ready", False))
             except (json.JSONDecodeError, AttributeError):
-                raise MalformedRequest("repository index body must be a JSON object like {\"ready\": true}") from None
+                raise MalformedRequest('repository index body must be a JSON object like {"ready": true}') from None
         rows = self.manager.index()
         resp.media = [r for r in rows if r["state"] == "READY"] if ready_only else rows
 

@@ -41,8 +41,10 @@ class AdmissionMiddleware:
         if rejected:
             if self.metrics is not None:
                 self.metrics.rejected.labels("max_concurrent_requests").inc()
-            raise Overloaded(f"server is at its limit of {self.limit} concurrent requests "
-                             "(MAX_CONCURRENT_REQUESTS); retry shortly", retry_after_s=1)
+            raise Overloaded(
+                f"server is at its limit of {self.limit} concurrent requests (MAX_CONCURRENT_REQUESTS); retry shortly",
+                retry_after_s=1,
+            )
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
         with self._lock:
@@ -74,6 +76,9 @@ class PsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         from edge_runner.memory import fmt_mb, process_rss
 
-        resp.media = {"models": self.manager.ps_rows(), "process_rss_bytes": process_rss(),
-                      "memory_budget_bytes": self.manager.budget,
-                      "summary": f"process RSS {fmt_mb(process_rss())}"}
+        resp.media = {
+            "models": self.manager.ps_rows(),
+            "process_rss_bytes": process_rss(),
+            "memory_budget_bytes": self.manager.budget,
+            "summary": f"process RSS {fmt_mb(process_rss())}",
+        }

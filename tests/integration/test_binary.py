@@ -18,20 +18,23 @@ BINARY = ROOT / "dist" / "edge-runner"
 
 @pytest.fixture(scope="module")
 def binary() -> Path:
-    result = subprocess.run(["bash", str(ROOT / "build" / "build_binary.sh")], capture_output=True, text=True,
-                            timeout=1500, cwd=ROOT)
+    result = subprocess.run(
+        ["bash", str(ROOT / "build" / "build_binary.sh")], capture_output=True, text=True, timeout=1500, cwd=ROOT
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert BINARY.is_file()
     return BINARY
 
 
 @pytest.mark.slow
-def test_binary_serves_digits(binary: Path, start_server: Callable[..., ServerProcess],
-                              digits_holdout: tuple[np.ndarray, np.ndarray]) -> None:
+def test_binary_serves_digits(
+    binary: Path, start_server: Callable[..., ServerProcess], digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
     server = start_server("--models", "digits", command=[str(binary)])
     x, y = digits_holdout
-    body = json.dumps({"inputs": [{"name": "input", "shape": [16, 1, 8, 8], "datatype": "FP32",
-                                   "data": x[:16].ravel().tolist()}]}).encode()
+    body = json.dumps(
+        {"inputs": [{"name": "input", "shape": [16, 1, 8, 8], "datatype": "FP32", "data": x[:16].ravel().tolist()}]}
+    ).encode()
     with urllib.request.urlopen(urllib.request.Request(server.url + "/v2/models/digits/infer", data=body)) as resp:
         out = json.loads(resp.read())["outputs"][0]
     logits = np.array(out["data"]).reshape(out["shape"])
@@ -42,9 +45,12 @@ def test_binary_serves_digits(binary: Path, start_server: Callable[..., ServerPr
 def test_binary_cli_verbs_work_without_python(binary: Path, tmp_path: Path) -> None:
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60)
     assert version.returncode == 0 and "edge-runner" in version.stdout
-    listed = subprocess.run([str(binary), "models", "--model-repository", str(tmp_path), "--json", "list"],
-                            capture_output=True, text=True, timeout=60)
+    listed = subprocess.run(
+        [str(binary), "models", "--model-repository", str(tmp_path), "--json", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert listed.returncode == 0 and json.loads(listed.stdout) == []
-    convert = subprocess.run([str(binary), "convert", "x", "--to", "onnx"], capture_output=True, text=True,
-                             timeout=60)
+    convert = subprocess.run([str(binary), "convert", "x", "--to", "onnx"], capture_output=True, text=True, timeout=60)
     assert convert.returncode == 2 and "not part of this binary" in convert.stderr

@@ -21,8 +21,13 @@ DIGITS = DEFAULTS_DIR / "digits" / "1"
 
 
 def cli(tmp: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_runner", *args], capture_output=True, text=True,
-                          env=env or free_env(tmp), timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runner", *args],
+        capture_output=True,
+        text=True,
+        env=env or free_env(tmp),
+        timeout=120,
+    )
 
 
 def test_models_add_list_inspect_export_import_rm(tmp_path: Path) -> None:
@@ -62,8 +67,9 @@ def test_run_with_npy_and_json_inputs(tmp_path: Path, digits_holdout: tuple[np.n
 def test_config_show_reports_values_and_sources(tmp_path: Path) -> None:
     (tmp_path / "edge.toml").write_text("max_queue_delay_ms = 7\n")
     env = {**free_env(tmp_path), "MAX_BATCH_SIZE": "3"}
-    out = cli(tmp_path, "config", "--show", "--json", "--config", str(tmp_path / "edge.toml"), "--port", "9001",
-              env=env)
+    out = cli(
+        tmp_path, "config", "--show", "--json", "--config", str(tmp_path / "edge.toml"), "--port", "9001", env=env
+    )
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert (rows["max_batch_size"]["value"], rows["max_batch_size"]["source"]) == (3, "env MAX_BATCH_SIZE")
     assert rows["max_queue_delay_ms"]["source"] == str(tmp_path / "edge.toml")
@@ -75,10 +81,28 @@ def test_config_show_reports_values_and_sources(tmp_path: Path) -> None:
 def test_seed_form_without_verb_serves_one_model(tmp_path: Path) -> None:
     # The seed line has no verb: edge-runner --model-name N --model-path P [--max-seq-len] [--enable-metrics]
     ready = tmp_path / "seed-port"
-    proc = subprocess.Popen([sys.executable, "-m", "edge_runner", "--model-name", "seeded", "--model-path",
-                             str(DIGITS / "model.onnx"), "--max-seq-len", "1024", "--enable-metrics", "--port", "0",
-                             "--ready-file", str(ready)], env=free_env(tmp_path), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_runner",
+            "--model-name",
+            "seeded",
+            "--model-path",
+            str(DIGITS / "model.onnx"),
+            "--max-seq-len",
+            "1024",
+            "--enable-metrics",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
+        env=free_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not (ready.exists() and ready.read_text()) and time.monotonic() < deadline:
@@ -99,12 +123,14 @@ def test_seed_form_without_verb_serves_one_model(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
 
 
-def test_sigterm_drains_in_flight_requests_and_exits_zero(start_server: Callable[..., ServerProcess],
-                                                          tmp_path: Path) -> None:
+def test_sigterm_drains_in_flight_requests_and_exits_zero(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
     server = start_server("--models", "digits")
     results: list[int] = []
-    body = json.dumps({"inputs": [{"name": "input", "shape": [64, 1, 8, 8], "datatype": "FP32",
-                                   "data": [0.0] * 4096}]}).encode()
+    body = json.dumps(
+        {"inputs": [{"name": "input", "shape": [64, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 4096}]}
+    ).encode()
 
     def call() -> None:
         for _ in range(20):

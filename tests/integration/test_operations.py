@@ -38,8 +38,9 @@ def _get(url: str, timeout: float = 10) -> bytes:
         return bytes(resp.read())
 
 
-def test_overload_gets_429_with_retry_after_never_500(start_server: Callable[..., ServerProcess],
-                                                      tmp_path: Path) -> None:
+def test_overload_gets_429_with_retry_after_never_500(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
     env = {**free_env(tmp_path), "MAX_CONCURRENT_REQUESTS": "2"}
     server = start_server("--models", "digits", "--http-threads", "16", env=env)
     x = np.random.default_rng(0).random((256, 1, 8, 8), dtype=np.float32)
@@ -83,10 +84,15 @@ def test_metrics_pass_promtool_and_name_everything(start_server: Callable[..., S
     assert _post(server.url + "/v2/models/digits/infer", body, headers)[0] == 200
     assert _post(server.url + "/v2/models/digits/infer", b"{}", {})[0] == 400
     text = _get(server.url + "/metrics").decode()
-    for name in ('edge_runner_requests_total{model="digits",status="ok",version="1"} 1.0',
-                 'edge_runner_request_duration_seconds_bucket', 'edge_runner_batch_size_bucket',
-                 'edge_runner_queue_depth{model="digits",version="1"}', 'edge_runner_model_memory_bytes',
-                 'edge_runner_process_resident_memory_bytes', 'edge_runner_in_flight_requests'):
+    for name in (
+        'edge_runner_requests_total{model="digits",status="ok",version="1"} 1.0',
+        "edge_runner_request_duration_seconds_bucket",
+        "edge_runner_batch_size_bucket",
+        'edge_runner_queue_depth{model="digits",version="1"}',
+        "edge_runner_model_memory_bytes",
+        "edge_runner_process_resident_memory_bytes",
+        "edge_runner_in_flight_requests",
+    ):
         assert name in text, name
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -105,8 +111,12 @@ def test_disable_metrics_removes_the_route(start_server: Callable[..., ServerPro
 def test_two_servers_share_mapped_weights(start_server: Callable[..., ServerProcess], tmp_path: Path) -> None:
     model = make_mlp(tmp_path / "src" / "big.onnx", 1024, 8, external=True)
     env = free_env(tmp_path)
-    added = subprocess.run([sys.executable, "-m", "edge_runner", "models", "add", str(model), "--name", "big"], env=env,
-                           capture_output=True, text=True)
+    added = subprocess.run(
+        [sys.executable, "-m", "edge_runner", "models", "add", str(model), "--name", "big"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert added.returncode == 0, added.stderr
     servers = [start_server("--models", "big", "--no-load-defaults", env=env) for _ in range(2)]
     x = np.ones((1, 1024), np.float32)

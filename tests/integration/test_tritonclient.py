@@ -20,19 +20,20 @@ def triton(start_server: Callable[..., ServerProcess]) -> object:
 
 
 @pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
-def test_batch_of_16_held_out_digits(triton: object, binary: bool,
-                                     digits_holdout: tuple[np.ndarray, np.ndarray]) -> None:
+def test_batch_of_16_held_out_digits(
+    triton: object, binary: bool, digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
     x, y = digits_holdout
     correct = 0
     for start in range(0, 64, 16):
-        batch = x[start:start + 16]
+        batch = x[start : start + 16]
         inp = httpclient.InferInput("input", list(batch.shape), "FP32")
         inp.set_data_from_numpy(batch, binary_data=binary)
         out = httpclient.InferRequestedOutput("logits", binary_data=binary)
         result = triton.infer("digits", [inp], outputs=[out])  # type: ignore[attr-defined]
         logits = result.as_numpy("logits")
         assert logits.shape == (16, 10)
-        correct += int((logits.argmax(1) == y[start:start + 16]).sum())
+        correct += int((logits.argmax(1) == y[start : start + 16]).sum())
     assert correct / 64 >= 0.9
 
 

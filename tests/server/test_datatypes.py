@@ -19,8 +19,21 @@ from edge_runner.server.codec import HEADER_LENGTH, decode_request, encode_respo
 
 onnx = pytest.importorskip("onnx")
 
-ONNX_TYPES = {"BOOL": 9, "UINT8": 2, "UINT16": 4, "UINT32": 12, "UINT64": 13, "INT8": 3, "INT16": 5, "INT32": 6,
-              "INT64": 7, "FP16": 10, "FP32": 1, "FP64": 11, "BYTES": 8}
+ONNX_TYPES = {
+    "BOOL": 9,
+    "UINT8": 2,
+    "UINT16": 4,
+    "UINT32": 12,
+    "UINT64": 13,
+    "INT8": 3,
+    "INT16": 5,
+    "INT32": 6,
+    "INT64": 7,
+    "FP16": 10,
+    "FP32": 1,
+    "FP64": 11,
+    "BYTES": 8,
+}
 
 
 def _values(datatype: str) -> np.ndarray:
@@ -32,7 +45,9 @@ def _values(datatype: str) -> np.ndarray:
 
 
 @pytest.fixture
-def identity_client(tmp_path: Path, settings: Settings, make_manager: Callable[..., ModelManager]) -> testing.TestClient:
+def identity_client(
+    tmp_path: Path, settings: Settings, make_manager: Callable[..., ModelManager]
+) -> testing.TestClient:
     from onnx import helper
 
     inputs, outputs, nodes = [], [], []
@@ -40,8 +55,9 @@ def identity_client(tmp_path: Path, settings: Settings, make_manager: Callable[.
         inputs.append(helper.make_tensor_value_info(f"in_{name}", code, ["N", 4]))
         outputs.append(helper.make_tensor_value_info(f"out_{name}", code, ["N", 4]))
         nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
-    model = helper.make_model(helper.make_graph(nodes, "ident", inputs, outputs),
-                              opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(
+        helper.make_graph(nodes, "ident", inputs, outputs), opset_imports=[helper.make_opsetid("", 17)]
+    )
     onnx.save_model(model, str(tmp_path / "ident.onnx"))
     ModelRepository(Path(settings.model_repository)).add(tmp_path / "ident.onnx", "ident")
     manager = make_manager(load_defaults=False)
@@ -71,18 +87,20 @@ def test_every_datatype_binary_roundtrip(identity_client: testing.TestClient) ->
     for name in ONNX_TYPES:
         array = _values(name)
         blob = serialize_bytes(array) if name == "BYTES" else array.tobytes()
-        entries.append({"name": f"in_{name}", "shape": [1, 4], "datatype": name,
-                        "parameters": {"binary_data_size": len(blob)}})
+        entries.append(
+            {"name": f"in_{name}", "shape": [1, 4], "datatype": name, "parameters": {"binary_data_size": len(blob)}}
+        )
         blobs.append(blob)
     header = json.dumps({"inputs": entries, "parameters": {"binary_data_output": True}}).encode()
-    resp = identity_client.simulate_post("/v2/models/ident/infer", body=header + b"".join(blobs),
-                                         headers={HEADER_LENGTH: str(len(header))})
+    resp = identity_client.simulate_post(
+        "/v2/models/ident/infer", body=header + b"".join(blobs), headers={HEADER_LENGTH: str(len(header))}
+    )
     assert resp.status_code == 200, resp.text
     json_len = int(resp.headers[HEADER_LENGTH.lower()])
     offset = json_len
     for out in json.loads(resp.content[:json_len])["outputs"]:
         size = out["parameters"]["binary_data_size"]
-        raw = resp.content[offset:offset + size]
+        raw = resp.content[offset : offset + size]
         offset += size
         name = out["datatype"]
         expected = _values(name)
@@ -94,8 +112,12 @@ def test_every_datatype_binary_roundtrip(identity_client: testing.TestClient) ->
 
 
 def test_bf16_codec_roundtrip() -> None:
-    body = json.dumps({"inputs": [{"name": "x", "shape": [3], "datatype": "BF16", "data": [1.0, -2.5, 0.15625]}],
-                       "outputs": [{"name": "x"}]}).encode()
+    body = json.dumps(
+        {
+            "inputs": [{"name": "x", "shape": [3], "datatype": "BF16", "data": [1.0, -2.5, 0.15625]}],
+            "outputs": [{"name": "x"}],
+        }
+    ).encode()
     request = decode_request(body, None)
     bits = request.inputs["x"]
     assert bits.dtype == np.uint16 and bits.tolist() == [0x3F80, 0xC020, 0x3E20]
@@ -104,7 +126,10 @@ def test_bf16_codec_roundtrip() -> None:
 
 
 def test_bool_json_rejects_numbers(identity_client: testing.TestClient) -> None:
-    body = {"inputs": [{**_json_input(n, _values(n)), **({"data": [1, 0, 1, 1]} if n == "BOOL" else {})}
-                       for n in ONNX_TYPES]}
+    body = {
+        "inputs": [
+            {**_json_input(n, _values(n)), **({"data": [1, 0, 1, 1]} if n == "BOOL" else {})} for n in ONNX_TYPES
+        ]
+    }
     resp = identity_client.simulate_post("/v2/models/ident/infer", json=body)
     assert resp.status_code == 422 and "BOOL data must be true/false" in resp.json["error"]

@@ -13,8 +13,10 @@ from edge_runner.server.codec import HEADER_LENGTH
 
 
 def _infer_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
-    return {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
-            **extra}
+    return {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+        **extra,
+    }
 
 
 def test_server_metadata_health_and_openapi(client: testing.TestClient) -> None:
@@ -38,8 +40,9 @@ def test_model_metadata_ready_config(client: testing.TestClient) -> None:
     assert config["max_batch_size"] == 8 and config["input"][0]["data_type"] == "TYPE_FP32"
 
 
-def test_json_infer_with_and_without_version(client: testing.TestClient,
-                                            digits_holdout: tuple[np.ndarray, np.ndarray]) -> None:
+def test_json_infer_with_and_without_version(
+    client: testing.TestClient, digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
     x, y = digits_holdout
     for path in ("/v2/models/digits/infer", "/v2/models/digits/versions/1/infer"):
         resp = client.simulate_post(path, json=_infer_body(x[:16], id="req-1"))
@@ -50,15 +53,29 @@ def test_json_infer_with_and_without_version(client: testing.TestClient,
         assert (logits.argmax(1) == y[:16]).mean() >= 0.9
 
 
-def test_binary_request_and_binary_response(client: testing.TestClient,
-                                            digits_holdout: tuple[np.ndarray, np.ndarray]) -> None:
+def test_binary_request_and_binary_response(
+    client: testing.TestClient, digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
     x = digits_holdout[0][:4]
     blob = x.tobytes()
-    header = json.dumps({"inputs": [{"name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": len(blob)}}],
-                         "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
-    resp = client.simulate_post("/v2/models/digits/infer", body=header + blob,
-                                headers={HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [4, 1, 8, 8],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(blob)},
+                }
+            ],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    resp = client.simulate_post(
+        "/v2/models/digits/infer",
+        body=header + blob,
+        headers={HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream"},
+    )
     assert resp.status_code == 200, resp.text
     json_len = int(resp.headers[HEADER_LENGTH.lower()])
     out = json.loads(resp.content[:json_len])["outputs"][0]
@@ -83,8 +100,13 @@ def test_stats_and_repository(client: testing.TestClient) -> None:
     assert client.simulate_get("/v2/models/digits/ready").status_code == 200
 
 
-def _post(client: testing.TestClient, path: str, body: Any = None, raw: bytes | None = None,
-          headers: dict[str, str] | None = None) -> testing.Result:
+def _post(
+    client: testing.TestClient,
+    path: str,
+    body: Any = None,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> testing.Result:
     if raw is not None:
         return client.simulate_post(path, body=raw, headers=headers or {})
     return client.simulate_post(path, json=body, headers=headers)
@@ -94,27 +116,65 @@ GOOD = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0
 BAD_INPUTS = [
     ("malformed JSON", None, b"{not json", None, 400, "not valid JSON"),
     ("no inputs", {"inputs": []}, None, None, 400, "'inputs' must be a non-empty list"),
-    ("wrong datatype", {"inputs": [{**GOOD, "datatype": "INT64", "data": [0] * 64}]}, None, None, 422,
-     "expected datatype FP32, got INT64"),
+    (
+        "wrong datatype",
+        {"inputs": [{**GOOD, "datatype": "INT64", "data": [0] * 64}]},
+        None,
+        None,
+        422,
+        "expected datatype FP32, got INT64",
+    ),
     ("unknown datatype", {"inputs": [{**GOOD, "datatype": "FLOAT"}]}, None, None, 422, "unknown datatype 'FLOAT'"),
-    ("wrong shape", {"inputs": [{**GOOD, "shape": [1, 64], "data": [0.0] * 64}]}, None, None, 422,
-     "expected rank 4 with shape [-1, 1, 8, 8]"),
-    ("wrong dim", {"inputs": [{**GOOD, "shape": [1, 1, 8, 4], "data": [0.0] * 32}]}, None, None, 422,
-     "dimension 3 must be 8"),
-    ("count mismatch", {"inputs": [{**GOOD, "data": [0.0] * 10}]}, None, None, 422,
-     "shape [1, 1, 8, 8] needs 64 elements, data has 10"),
+    (
+        "wrong shape",
+        {"inputs": [{**GOOD, "shape": [1, 64], "data": [0.0] * 64}]},
+        None,
+        None,
+        422,
+        "expected rank 4 with shape [-1, 1, 8, 8]",
+    ),
+    (
+        "wrong dim",
+        {"inputs": [{**GOOD, "shape": [1, 1, 8, 4], "data": [0.0] * 32}]},
+        None,
+        None,
+        422,
+        "dimension 3 must be 8",
+    ),
+    (
+        "count mismatch",
+        {"inputs": [{**GOOD, "data": [0.0] * 10}]},
+        None,
+        None,
+        422,
+        "shape [1, 1, 8, 8] needs 64 elements, data has 10",
+    ),
     ("strings for FP32", {"inputs": [{**GOOD, "data": ["a"] * 64}]}, None, None, 422, "FP32 data must be numbers"),
-    ("unknown input", {"inputs": [{**GOOD, "name": "image"}]}, None, None, 422,
-     "unknown input 'image'; the model's inputs are ['input']"),
+    (
+        "unknown input",
+        {"inputs": [{**GOOD, "name": "image"}]},
+        None,
+        None,
+        422,
+        "unknown input 'image'; the model's inputs are ['input']",
+    ),
     ("unknown output", {"inputs": [GOOD], "outputs": [{"name": "probs"}]}, None, None, 422, "unknown output 'probs'"),
     ("negative dim", {"inputs": [{**GOOD, "shape": [-1, 1, 8, 8]}]}, None, None, 422, "non-negative integers"),
 ]
 
 
-@pytest.mark.parametrize(("case", "body", "raw", "headers", "status", "message"), BAD_INPUTS,
-                         ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_table(client: testing.TestClient, case: str, body: Any, raw: bytes | None,
-                         headers: dict[str, str] | None, status: int, message: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "body", "raw", "headers", "status", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_table(
+    client: testing.TestClient,
+    case: str,
+    body: Any,
+    raw: bytes | None,
+    headers: dict[str, str] | None,
+    status: int,
+    message: str,
+) -> None:
     resp = _post(client, "/v2/models/digits/infer", body, raw, headers)
     assert resp.status_code == status, resp.text
     assert message in resp.json["error"], resp.json["error"]
@@ -144,13 +204,25 @@ def test_oversized_body_gets_413(client: testing.TestClient) -> None:
 
 def test_binary_size_mismatches(client: testing.TestClient) -> None:
     blob = np.zeros(64, np.float32).tobytes()
-    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 100}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": 100}}
+            ]
+        }
+    ).encode()
     resp = _post(client, "/v2/models/digits/infer", raw=header + blob[:100], headers={HEADER_LENGTH: str(len(header))})
-    assert resp.status_code == 422 and "binary_data_size is 100 bytes, but shape [1, 1, 8, 8] of FP32 needs 256" \
-        in resp.json["error"]
-    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 512}}]}).encode()
+    assert (
+        resp.status_code == 422
+        and "binary_data_size is 100 bytes, but shape [1, 1, 8, 8] of FP32 needs 256" in resp.json["error"]
+    )
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": 512}}
+            ]
+        }
+    ).encode()
     resp = _post(client, "/v2/models/digits/infer", raw=header + blob, headers={HEADER_LENGTH: str(len(header))})
     assert resp.status_code == 422 and "exceeds the 256 binary bytes left" in resp.json["error"]
     resp = _post(client, "/v2/models/digits/infer", raw=header + blob, headers={HEADER_LENGTH: "99999"})
@@ -164,9 +236,14 @@ def test_unknown_route_and_method_use_error_shape(client: testing.TestClient) ->
     assert resp.status_code == 405 and "error" in resp.json
 
 
-@pytest.mark.parametrize(("datatype", "values"), [
-    ("FP32", [1.5, -2.0, 3.25, 0.0]), ("INT64", [1, -2, 3, 4]), ("FP16", [0.5, 1.0, 2.0, -1.0]),
-])
+@pytest.mark.parametrize(
+    ("datatype", "values"),
+    [
+        ("FP32", [1.5, -2.0, 3.25, 0.0]),
+        ("INT64", [1, -2, 3, 4]),
+        ("FP16", [0.5, 1.0, 2.0, -1.0]),
+    ],
+)
 def test_fake_model_roundtrip_datatypes(client: testing.TestClient, datatype: str, values: list[float]) -> None:
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": datatype, "data": values}]}
     resp = client.simulate_post("/v2/models/fake/infer", json=body)

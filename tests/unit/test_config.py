@@ -16,15 +16,27 @@ from edge_runner.errors import ConfigError
         ({}, "", {}, {}, 8, "default"),
         ({"max_batch_size": 4}, "", {}, {}, 4, "profile:test"),
         ({"max_batch_size": 4}, "max_batch_size = 16\n", {}, {}, 16, "FILE"),
-        ({"max_batch_size": 4}, "max_batch_size = 16\n", {"EDGE_RUNNER_MAX_BATCH_SIZE": "24"}, {}, 24,
-         "env EDGE_RUNNER_MAX_BATCH_SIZE"),
+        (
+            {"max_batch_size": 4},
+            "max_batch_size = 16\n",
+            {"EDGE_RUNNER_MAX_BATCH_SIZE": "24"},
+            {},
+            24,
+            "env EDGE_RUNNER_MAX_BATCH_SIZE",
+        ),
         ({}, "", {"MAX_BATCH_SIZE": "12"}, {}, 12, "env MAX_BATCH_SIZE"),
         ({}, "max_batch_size = 16\n", {"MAX_BATCH_SIZE": "12"}, {"max_batch_size": "32"}, 32, "cli"),
     ],
 )
-def test_each_layer_overrides_the_one_below(tmp_path: Path, profile: dict[str, int], file_text: str,
-                                            env: dict[str, str], cli: dict[str, str], expected: int,
-                                            source: str) -> None:
+def test_each_layer_overrides_the_one_below(
+    tmp_path: Path,
+    profile: dict[str, int],
+    file_text: str,
+    env: dict[str, str],
+    cli: dict[str, str],
+    expected: int,
+    source: str,
+) -> None:
     config = tmp_path / "edge.toml"
     config.write_text(file_text)
     resolved = load_config(cli, env, config if file_text else None, profile, "test")
@@ -50,11 +62,12 @@ def test_edge_runner_env_wins_over_seed_alias() -> None:
         ({}, {"EDGE_RUNNER_MAX_BATCH": "3"}, "", "unknown environment variable EDGE_RUNNER_MAX_BATCH"),
         ({"max_batch_size": "many"}, {}, "", "bad value for 'max_batch_size' in --max-batch-size"),
         ({}, {"DYNAMIC_BATCHING": "perhaps"}, "", "bad value for 'dynamic_batching' in env DYNAMIC_BATCHING"),
-        ({}, {}, "memory_budget = \"lots\"\n", "bad value for 'memory_budget'"),
+        ({}, {}, 'memory_budget = "lots"\n', "bad value for 'memory_budget'"),
     ],
 )
-def test_bad_keys_and_values_name_key_and_source(tmp_path: Path, cli: dict[str, str], env: dict[str, str],
-                                                 file_text: str, message: str) -> None:
+def test_bad_keys_and_values_name_key_and_source(
+    tmp_path: Path, cli: dict[str, str], env: dict[str, str], file_text: str, message: str
+) -> None:
     config = tmp_path / "edge.toml"
     config.write_text(file_text)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
@@ -73,8 +86,7 @@ def test_describe_masks_secrets_and_lists_env_names() -> None:
     assert rows["port"]["source"] == "default"
 
 
-@pytest.mark.parametrize(("text", "value"), [("512MB", 512 * 10**6), ("2GiB", 2 * 2**30), ("1000", 1000),
-                                             ("auto", -1)])
+@pytest.mark.parametrize(("text", "value"), [("512MB", 512 * 10**6), ("2GiB", 2 * 2**30), ("1000", 1000), ("auto", -1)])
 def test_sizes(text: str, value: int) -> None:
     assert to_bytes(text) == value
 

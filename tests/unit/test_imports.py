@@ -10,15 +10,13 @@ HEAVY = ["torch", "tensorflow", "onnxruntime", "openvino", "llama_cpp", "convert
 
 
 def test_importing_cli_loads_no_runtime() -> None:
-    code = (
-        "import sys, json; import edge_runner.cli; "
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    )
+    code = f"import sys, json; import edge_runner.cli; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 
 
 def test_help_runs_without_runtimes() -> None:
-    out = subprocess.run([sys.executable, "-m", "edge_runner", "serve", "--help"], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_runner", "serve", "--help"], capture_output=True, text=True, check=True
+    )
     assert "--max-batch-size" in out.stdout and "--enable-metrics" in out.stdout and "--model-path" in out.stdout

@@ -21,17 +21,29 @@ def make_mlp(path: Path, width: int, layers: int, external: bool) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array((rng.standard_normal((width, width)) / width).astype(np.float32), f"w{i}")
-             for i in range(layers)]
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((width, width)) / width).astype(np.float32), f"w{i}")
+        for i in range(layers)
+    ]
     nodes = [helper.make_node("MatMul", ["x" if i == 0 else f"h{i - 1}", f"w{i}"], [f"h{i}"]) for i in range(layers)]
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
-                              [helper.make_tensor_value_info(f"h{layers - 1}", TensorProto.FLOAT, ["N", width])],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+        [helper.make_tensor_value_info(f"h{layers - 1}", TensorProto.FLOAT, ["N", width])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     path.parent.mkdir(parents=True, exist_ok=True)
     if external:
-        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                        location=path.name + ".data", size_threshold=1024)
+        onnx.save_model(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=path.name + ".data",
+            size_threshold=1024,
+        )
     else:
         onnx.save_model(model, str(path))
     return path
@@ -48,7 +60,8 @@ def test_plan_evicts_idle_lru_first() -> None:
 
 
 def test_second_model_evicts_idle_first_third_is_refused_with_sizes(
-        tmp_path: Path, make_manager: Callable[..., ModelManager]) -> None:
+    tmp_path: Path, make_manager: Callable[..., ModelManager]
+) -> None:
     repo = ModelRepository(tmp_path / "repo")
     for name, width in (("first", 1024), ("second", 1024), ("huge", 2048)):
         repo.add(make_mlp(tmp_path / "src" / name / "m.onnx", width, 5, external=False), name)
@@ -57,15 +70,17 @@ def test_second_model_evicts_idle_first_third_is_refused_with_sizes(
     assert first.footprint() > 15 * 2**20
     manager.load("second")
     assert [m.name for m in manager.loaded()] == ["second"]
-    with pytest.raises(MemoryBudgetExceeded, match=r"cannot load huge v1: it needs about [0-9.]+ MB but the memory "
-                                                   r"budget is 50.0 MB with [0-9.]+ MB in use"):
+    with pytest.raises(
+        MemoryBudgetExceeded,
+        match=r"cannot load huge v1: it needs about [0-9.]+ MB but the memory "
+        r"budget is 50.0 MB with [0-9.]+ MB in use",
+    ):
         manager.load("huge")
     assert [m.name for m in manager.loaded()] == ["second"]
     assert manager.index()[1]["state"] == "UNAVAILABLE" and "cannot load huge" in manager.index()[1]["reason"]
 
 
-def test_external_data_weights_are_mapped_not_copied(tmp_path: Path,
-                                                     make_manager: Callable[..., ModelManager]) -> None:
+def test_external_data_weights_are_mapped_not_copied(tmp_path: Path, make_manager: Callable[..., ModelManager]) -> None:
     repo = ModelRepository(tmp_path / "repo")
     manifest = repo.add(make_mlp(tmp_path / "src" / "m.onnx", 1024, 4, external=True), "mapped")
     assert [f.path for f in manifest.files] == ["m.onnx", "m.onnx.data"]
@@ -97,8 +112,9 @@ def test_keep_alive_reaps_idle_models(make_manager: Callable[..., ModelManager])
     assert forever.loaded() == []
 
 
-def test_optimized_graph_cache_is_written_then_used(make_manager: Callable[..., ModelManager],
-                                                    digits_holdout: tuple[np.ndarray, np.ndarray]) -> None:
+def test_optimized_graph_cache_is_written_then_used(
+    make_manager: Callable[..., ModelManager], digits_holdout: tuple[np.ndarray, np.ndarray]
+) -> None:
     x = digits_holdout[0][:8]
     manager = make_manager()
     entry = manager.load("digits")[0]
@@ -113,8 +129,9 @@ def test_optimized_graph_cache_is_written_then_used(make_manager: Callable[..., 
     assert entry.metadata.inputs[0].name == "input"
 
 
-def test_preferred_quantization_picks_matching_version(tmp_path: Path,
-                                                       make_manager: Callable[..., ModelManager]) -> None:
+def test_preferred_quantization_picks_matching_version(
+    tmp_path: Path, make_manager: Callable[..., ModelManager]
+) -> None:
     from edge_runner.model_manager import DEFAULTS_DIR
 
     repo = ModelRepository(tmp_path / "repo")

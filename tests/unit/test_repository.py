@@ -103,8 +103,10 @@ def test_killed_import_leaves_no_version(tmp_path: Path) -> None:
     shutil.copy(DIGITS_ONNX, big)
     with big.open("ab") as fh:
         fh.truncate(1024 * 2**20)  # sparse; copying it takes a while
-    code = ("import sys; from pathlib import Path; from edge_runner.repository import ModelRepository; "
-            "ModelRepository(Path(sys.argv[1])).add(Path(sys.argv[2]), 'big')")
+    code = (
+        "import sys; from pathlib import Path; from edge_runner.repository import ModelRepository; "
+        "ModelRepository(Path(sys.argv[1])).add(Path(sys.argv[2]), 'big')"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "repo"), str(big)])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not any((tmp_path / "repo").glob(".tmp-*/big.onnx")):
