@@ -172,7 +172,7 @@ def bench(args: argparse.Namespace) -> int:
     result = run_tensor_bench(args.url, args.model, args.concurrency, args.requests, args.batch)
     text = (
         f"{args.model}: {result['requests_per_s']:.1f} req/s, p50 {result['p50_ms']:.2f} ms, "
-        f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']} "
+        f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {int(result['errors'])} "
         f"(concurrency {args.concurrency}, {args.requests} requests, batch {args.batch})"
     )
     _print(result, args.json, text)

@@ -130,6 +130,9 @@ class Settings:
     max_batch_size: int = _setting(8, "largest batch the batcher builds", int, env=("MAX_BATCH_SIZE",))
     max_queue_delay_ms: float = _setting(2.0, "how long the batcher waits to fill a batch", float)
     preferred_batch_sizes: tuple[int, ...] = _setting((), "batch sizes to prefer (comma list)", to_int_list)
+    instances: int = _setting(
+        1, "worker threads per model calling the backend at once (capped by what the backend allows)", int
+    )
     max_queue_size: int = _setting(64, "queued requests per model before 429", int)
     max_concurrent_requests: int = _setting(
         64, "requests in flight across the server before 429", int, env=("MAX_CONCURRENT_REQUESTS",)

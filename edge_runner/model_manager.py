@@ -243,7 +243,7 @@ class ModelManager:
             max_queue_delay_ms=float(batching.get("max_queue_delay_ms", s.max_queue_delay_ms)),
             preferred_batch_sizes=tuple(batching.get("preferred_batch_sizes", s.preferred_batch_sizes)),
             max_queue_size=int(batching.get("max_queue_size", s.max_queue_size)),
-            instances=int(manifest.extra.get("instances", 1)),
+            instances=min(int(manifest.extra.get("instances", s.instances)), max(1, meta.capabilities.max_concurrency)),
         )
 
     def unload(self, name: str, version: int | None = None) -> list[int]:

@@ -29,6 +29,8 @@ class FakeBackend(Backend):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.loaded = False
         self.batch_sizes: list[int] = []
+        self.active = 0
+        self.max_active = 0  # high-water mark of concurrent infer calls
         self._lock = threading.Lock()
 
     @classmethod
@@ -56,9 +58,15 @@ class FakeBackend(Backend):
         (value,) = inputs.values()
         with self._lock:
             self.batch_sizes.append(int(value.shape[0]) if value.ndim else 1)
-        if self.manifest.extra.get("fail_infer"):
-            raise InferenceError("fake backend was told to fail")
-        time.sleep(float(self.manifest.extra.get("delay_ms", 0)) / 1000.0)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            if self.manifest.extra.get("fail_infer"):
+                raise InferenceError("fake backend was told to fail")
+            time.sleep(float(self.manifest.extra.get("delay_ms", 0)) / 1000.0)
+        finally:
+            with self._lock:
+                self.active -= 1
         out = self.manifest.outputs[0]
         result = (value * self.manifest.extra.get("scale", 2)).astype(value.dtype)
         return {out.name: np.asarray(result)}

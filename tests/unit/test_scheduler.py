@@ -109,3 +109,13 @@ def test_close_drains_queued_work(tmp_path: Path) -> None:
         threading.Timer(0.02, sched.close).start()
         results = [f.result() for f in futures]
     assert len(results) == 3
+
+
+@pytest.mark.parametrize("instances", [1, 2])
+def test_instances_bound_concurrent_backend_calls(tmp_path: Path, instances: int) -> None:
+    backend = _backend(tmp_path, delay_ms=100)
+    sched = ModelScheduler(backend, BatchPolicy(enabled=False, instances=instances), batching=False)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: sched.submit({"x": np.ones((1, 4), np.float32)}), range(4)))
+    sched.close()
+    assert backend.max_active == instances
