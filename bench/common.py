@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from edge_runner import loadgen
 
 
 def start_server(
@@ -47,29 +46,13 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def closed_loop(call: Callable[[], Any], concurrency: int, requests: int) -> dict[str, float]:
-    """Run ``call`` ``requests`` times over ``concurrency`` threads; throughput and percentiles."""
-    latencies: list[float] = []
-    lock = threading.Lock()
+    """In-process baseline: ``call`` from ``concurrency`` threads (see ``edge_runner.loadgen.closed_loop``)."""
 
-    def worker(count: int) -> None:
-        mine = []
-        for _ in range(count):
-            start = time.perf_counter()
-            call()
-            mine.append(time.perf_counter() - start)
-        with lock:
-            latencies.extend(mine)
+    def succeed() -> bool:
+        call()
+        return True
 
-    threads = [threading.Thread(target=worker, args=(max(1, requests // concurrency),)) for _ in range(concurrency)]
-    start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - start
-    ms = np.array(latencies) * 1000
-    return {
-        "requests_per_s": len(latencies) / elapsed,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-    }
+    def make_call() -> Callable[[], bool]:
+        return succeed
+
+    return loadgen.closed_loop(make_call, concurrency, requests)

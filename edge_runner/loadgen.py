@@ -10,6 +10,7 @@ import http.client
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,49 +52,31 @@ def random_inputs(metadata: dict[str, Any], batch: int, seed: int = 0) -> tuple[
     return arrays, types
 
 
-def _client(
-    host: str,
-    port: int,
-    path: str,
-    body: bytes,
-    headers: dict[str, str],
-    count: int,
-    latencies: list[float],
-    errors: list[int],
-    lock: threading.Lock,
-) -> None:
-    conn = http.client.HTTPConnection(host, port, timeout=60)
-    mine: list[float] = []
-    failed = 0
-    for _ in range(count):
-        start = time.perf_counter()
-        conn.request("POST", path, body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read()
-        if resp.status == 200:
-            mine.append(time.perf_counter() - start)
-        else:
-            failed += 1
-    conn.close()
-    with lock:
-        latencies.extend(mine)
-        errors.append(failed)
+Call = Callable[[], bool]
 
 
-def run_load(
-    url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int, requests: int
-) -> dict[str, float]:
-    """Send ``requests`` requests over ``concurrency`` connections; return throughput and percentiles."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+def closed_loop(make_call: Callable[[], Call], concurrency: int, requests: int) -> dict[str, float]:
+    """``concurrency`` threads, each with its own ``make_call()``, share ``requests`` calls.
+
+    A call returns True on success; failures are counted, not timed. Returns throughput and percentiles.
+    """
     latencies: list[float] = []
     errors: list[int] = []
     lock = threading.Lock()
-    per_client = max(1, requests // concurrency)
-    threads = [
-        threading.Thread(target=_client, args=(host, port, path, body, headers, per_client, latencies, errors, lock))
-        for _ in range(concurrency)
-    ]
+
+    def worker(count: int) -> None:
+        call, mine, failed = make_call(), [], 0
+        for _ in range(count):
+            start = time.perf_counter()
+            if call():
+                mine.append(time.perf_counter() - start)
+            else:
+                failed += 1
+        with lock:
+            latencies.extend(mine)
+            errors.append(failed)
+
+    threads = [threading.Thread(target=worker, args=(max(1, requests // concurrency),)) for _ in range(concurrency)]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -110,6 +93,27 @@ def run_load(
         "completed": float(len(latencies)),
         "seconds": elapsed,
     }
+
+
+def run_load(
+    url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int, requests: int
+) -> dict[str, float]:
+    """POST ``body`` ``requests`` times over ``concurrency`` persistent connections."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+
+    def make_call() -> Call:
+        conn = http.client.HTTPConnection(host, port, timeout=60)
+
+        def call() -> bool:
+            conn.request("POST", path, body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status == 200
+
+        return call
+
+    return closed_loop(make_call, concurrency, requests)
 
 
 def run_tensor_bench(url: str, model: str, concurrency: int, requests: int, batch: int) -> dict[str, float]:
