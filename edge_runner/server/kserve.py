@@ -187,15 +187,30 @@ class RepositoryIndexResource:
         self.manager = manager
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        body = read_body(req, 1 << 16)
-        ready_only = False
-        if body.strip():
-            try:
-                ready_only = bool(json.loads(body).get("ready", False))
-            except (json.JSONDecodeError, AttributeError):
-                raise MalformedRequest('repository index body must be a JSON object like {"ready": true}') from None
+        ready_only = bool(_json_object(read_body(req, 1 << 16)).get("ready", False))
         rows = self.manager.index()
         resp.media = [r for r in rows if r["state"] == "READY"] if ready_only else rows
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("request body must be a JSON object")
+    return data
+
+
+def _keep_alive(value: Any) -> float:
+    from edge_runner.config import to_duration_s
+
+    try:
+        return to_duration_s(value)
+    except ValueError as exc:
+        raise InvalidInput(f"keep_alive: {exc}") from None
 
 
 class RepositoryLoadResource:
@@ -205,9 +220,13 @@ class RepositoryLoadResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
         name = validate_name(model)
-        read_body(req, 1 << 16)
+        params = _json_object(read_body(req, 1 << 16)).get("parameters") or {}
+        if not isinstance(params, dict):
+            raise MalformedRequest('\'parameters\' must be an object, e.g. {"parameters": {"keep_alive": "5m"}}')
         if self.action == "load":
             self.manager.load(name)
+            if "keep_alive" in params:
+                self.manager.set_keep_alive(name, _keep_alive(params["keep_alive"]))
         else:
             if name not in self.manager.model_names():
                 raise ModelNotFound(f"model {name!r} not found; available models: {self.manager.model_names()}")

@@ -263,3 +263,15 @@ def test_api_key_protects_all_but_liveness(manager: Any) -> None:
     resp = app.simulate_get("/v2/models/digits")
     assert resp.status_code == 401 and "Bearer" in resp.json["error"]
     assert app.simulate_get("/v2/models/digits", headers={"Authorization": "Bearer k3y"}).status_code == 200
+
+
+def test_load_with_keep_alive(client: testing.TestClient, manager: Any) -> None:
+    resp = client.simulate_post("/v2/repository/models/digits/load", json={"parameters": {"keep_alive": "5m"}})
+    assert resp.status_code == 200
+    assert manager.get("digits").keep_alive_s == 300.0
+    ps = client.simulate_get("/api/ps").json["models"]
+    assert {"digits": "300s"}.items() <= {m["name"]: m["keep_alive"] for m in ps}.items()
+    resp = client.simulate_post("/v2/repository/models/digits/load", json={"parameters": {"keep_alive": "soon"}})
+    assert resp.status_code == 422 and "keep_alive" in resp.json["error"]
+    resp = client.simulate_post("/v2/repository/models/digits/load", json={"parameters": {"keep_alive": 0}})
+    assert resp.status_code == 200 and client.simulate_get("/v2/models/digits/ready").status_code == 503
