@@ -18,9 +18,12 @@ from converters.errors import EXIT_BAD_INPUT, EXIT_OK, ConversionError, ParityEr
 from converters.options import QUANTIZATIONS, TARGETS, ConvertOptions, parse_example_input
 from converters.presets import PRESETS, describe
 
+EXIT_RUNTIME = 1  # the runtime failed on a valid-looking input
+
 EPILOG = """\
 exit codes: 0 converted and parity passed; 2 bad input or unsupported model (one-line cause and fix);
-3 parity thresholds missed (the output folder is kept with passed=false and is not registered).
+3 parity thresholds missed (the output folder is kept with passed=false and is not registered);
+1 the runtime failed on the model (one line, no traceback).
 
 examples:
   edge-runner convert ./minilm --to onnx --quantize int8 --out minilm-int8
@@ -32,7 +35,8 @@ examples:
 
 _HELP_QUANTIZE = (
     "none (FP32), fp16, int8 (flavour from --profile: static with --calibration, else dynamic / weight-only), "
-    "int8-dynamic, int8-static (needs --calibration), q8_0 (GGUF only). Default: the profile's preset, else none"
+    "int8-dynamic, int8-static (needs --calibration); GGUF: f16, f32, q8_0, q4_0, q4_k_m, q5_k_m, q6_k. "
+    "Default: the profile's preset, else none (q8_0 for GGUF)"
 )
 _HELP_SRC = (
     "TorchScript .pt, torch.export .pt2, module.py:ClassName, TF SavedModel folder, Keras .keras/.h5, "
@@ -188,12 +192,24 @@ def main(argv: list[str]) -> int:
         return _fail(exc.exit_code, exc.one_line(), args.json)
     except ParityError as exc:
         return _fail(exc.exit_code, exc.one_line(), args.json, {"parity": exc.report})
+    except Exception as exc:  # a runtime failed in a way we did not foresee: one line, never a traceback
+        first = (str(exc).strip().splitlines() or [""])[0]
+        message = f"conversion failed in the runtime ({type(exc).__name__}: {first}); check the source model"
+        if "already quantized" in first or "DequantizeLinear" in first:
+            message += " - it looks already quantized: convert the FP32 original instead"
+        return _fail(EXIT_RUNTIME, message, args.json)
     _emit(result, opts.json)
     return EXIT_OK
 
 
 def _run(opts: ConvertOptions) -> dict[str, Any]:
     from converters.progress import Progress
+
+    gguf_only = {"f16", "f32", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}
+    if opts.to != "gguf" and (opts.quantize in gguf_only or opts.quantize == "q8_0"):
+        raise ConversionError(
+            f"--quantize {opts.quantize} is a GGUF quantization", f"use --to gguf, or none/fp16/int8 for --to {opts.to}"
+        )
 
     if opts.to == "gguf":
         from converters.handoff import convert_gguf

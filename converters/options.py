@@ -8,7 +8,21 @@ from pathlib import Path
 from converters.errors import ConversionError
 
 TARGETS = ("onnx", "openvino", "tflite", "gguf")
-QUANTIZATIONS = ("none", "fp16", "int8", "int8-dynamic", "int8-static", "q8_0")
+QUANTIZATIONS = (
+    "none",
+    "fp16",
+    "int8",
+    "int8-dynamic",
+    "int8-static",
+    # GGUF only (llama.cpp's own quantizer); f16 is the GGUF spelling of fp16
+    "f16",
+    "f32",
+    "q8_0",
+    "q4_0",
+    "q4_k_m",
+    "q5_k_m",
+    "q6_k",
+)
 DTYPES = ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool")
 
 

@@ -54,9 +54,11 @@ class LoadedModel:
     @property
     def busy(self) -> bool:
         """Requests queued or running (LLM engines report their active streams)."""
-        if self.scheduler is not None:
-            return self.scheduler.in_flight > 0
-        return int(getattr(self.backend, "active_streams", 0)) > 0
+        return self.in_flight() > 0
+
+    def in_flight(self) -> int:
+        """Requests queued or running on this model (scheduler jobs and backend-run streams)."""
+        return (self.scheduler.in_flight if self.scheduler else 0) + self.backend.in_flight()
 
     def footprint(self) -> int:
         """Bytes charged to the memory budget: measured anonymous growth + resident mapped weights."""
@@ -208,6 +210,8 @@ class ModelManager:
         }
         options = replace(options, options=merged, use_mmap=self.settings.use_mmap and options.use_mmap)
         backend = cls(manifest, folder, options)
+        if self.metrics is not None:
+            backend.on_first_token = self.metrics.ttft.labels(name).observe
         backend.load()
         meta = replace(backend.metadata(), selection=(*backend_steps, *backend.metadata().selection))
         stats = LatencyStats()
@@ -366,7 +370,10 @@ class ModelManager:
                     "idle_s": round(now - e.last_used, 1),
                     "busy": e.busy,
                     "keep_alive": "forever" if e.keep_alive_s < 0 else f"{e.keep_alive_s:g}s",
-                    "queue_depth": e.scheduler.queue_depth if e.scheduler else 0,
+                    "queue_depth": e.scheduler.queue_depth
+                    if e.scheduler
+                    else int(e.backend.runtime_stats().get("waiting", 0)),
+                    "runtime": e.backend.runtime_stats(),
                     "latency": e.stats.percentiles(),
                 }
             )

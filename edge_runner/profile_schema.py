@@ -138,6 +138,7 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "n_gpu_layers": _int,
         "n_batch": _int,
         "parallel": _int,
+        "max_queue": _int,
         "use_mmap": _bool,
         "use_mlock": _bool,
     },

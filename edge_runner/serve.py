@@ -53,7 +53,7 @@ def load_startup_models(manager: ModelManager, names: tuple[str, ...]) -> list[s
 
 def _drain_then_interrupt(manager: ModelManager, inflight: AdmissionMiddleware, deadline: float) -> None:
     while time.monotonic() < deadline:
-        busy = inflight.in_flight + sum(m.scheduler.in_flight for m in manager.loaded() if m.scheduler)
+        busy = inflight.in_flight + sum(m.in_flight() for m in manager.loaded())
         if busy == 0:
             break
         time.sleep(0.05)
@@ -114,6 +114,8 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
         f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""), flush=True
     )
     signal.signal(signal.SIGTERM, _sigterm_handler(server, manager, state, inflight))
+    # The drain ends by sending ourselves SIGINT; a shell may have started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()
     try:
         server.run()

@@ -10,7 +10,7 @@ errors from ``edge_runner.errors`` at its boundary.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -94,6 +94,9 @@ class Backend(ABC):
     #: artifact file suffixes it opens
     suffixes: ClassVar[tuple[str, ...]]
 
+    #: called with the seconds from submission to the first generated token (LLM backends), for metrics
+    on_first_token: Callable[[float], None] | None = None
+
     def __init__(self, manifest: Manifest, folder: Path, options: LoadOptions) -> None:
         self.manifest = manifest
         self.folder = folder
@@ -123,6 +126,14 @@ class Backend(ABC):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; only for models whose capabilities say ``embed``."""
         raise UnsupportedOperation(f"model {self.manifest.name!r} ({self.name}) does not produce embeddings")
+
+    def in_flight(self) -> int:
+        """Requests the backend runs itself, outside the scheduler (LLM streams active or queued)."""
+        return 0
+
+    def runtime_stats(self) -> dict[str, float]:
+        """Counters the backend keeps (LLM: slots, queue, tokens); empty for tensor backends."""
+        return {}
 
     @abstractmethod
     def unload(self) -> None:

@@ -124,7 +124,9 @@ class LlamaCppBackend(Backend):
             native.create_context(settings)
             self._template = native.chat_template()
             self._bos, self._eos = native.special_text("bos"), native.special_text("eos")
-            self._engine = LlmEngine(native, max_queue=int(self._option("max_queue", default=16)))
+            self._engine = LlmEngine(
+                native, max_queue=int(self._option("max_queue", default=16)), on_first_token=self.on_first_token
+            )
         except BaseException:
             native.close()
             raise
@@ -187,6 +189,17 @@ class LlamaCppBackend(Backend):
         if self._engine is None:
             raise ModelNotReady(f"model {self.manifest.name!r} is not loaded")
         return self._engine
+
+    def in_flight(self) -> int:
+        """Streams generating or queued on the engine."""
+        if self._engine is None:
+            return 0
+        load = self._engine.load()
+        return int(load["active"] + load["waiting"])
+
+    def runtime_stats(self) -> dict[str, float]:
+        """The engine's counters (see ``engine_stats``)."""
+        return self.engine_stats()
 
     def engine_stats(self) -> dict[str, float]:
         """Slots in use, queued requests and token counters (for /v1/models, metrics and ``ps``)."""

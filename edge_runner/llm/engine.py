@@ -16,6 +16,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_runner.errors import EdgeRunnerError, InferenceError, InvalidInput, Overloaded
@@ -55,8 +56,11 @@ class EngineStats:
 class LlmEngine:
     """Owns a ``NativeModel`` context and drives all its sequences from one thread."""
 
-    def __init__(self, native: NativeModel, max_queue: int = 16) -> None:
+    def __init__(
+        self, native: NativeModel, max_queue: int = 16, on_first_token: Callable[[float], None] | None = None
+    ) -> None:
         self.native = native
+        self.on_first_token = on_first_token
         self.n_slots = native.settings.n_slots
         self.max_queue = max_queue
         self.slots = [Slot(i) for i in range(self.n_slots)]
@@ -222,8 +226,11 @@ class LlmEngine:
         seq.completion_tokens += 1
         self.stats.generated_tokens += 1
         if seq.completion_tokens == 1:
-            self.stats.ttft_total_s += time.monotonic() - seq.submitted_at
+            ttft = time.monotonic() - seq.submitted_at
+            self.stats.ttft_total_s += ttft
             self.stats.first_tokens += 1
+            if self.on_first_token is not None:
+                self.on_first_token(ttft)
         if self.native.is_eog(token) and not seq.params.ignore_eos:
             seq.completion_tokens -= 1  # the end marker is not part of the completion text
             self._end(slot, reason="stop")

@@ -64,6 +64,8 @@ def handle_domain_error(req: falcon.Request, resp: falcon.Response, exc: Excepti
     """Map an EdgeRunnerError to its status; OpenAI routes get the OpenAI error shape."""
     assert isinstance(exc, e.EdgeRunnerError)
     status, retry = status_for(exc)
+    if status == 422 and _wants_openai(req):
+        status = 400  # OpenAI clients expect 400 for every invalid request
     if status >= 500:
         log.warning("%s %s -> %d: %s", req.method, req.path, status, exc.message)
     body = openai_error_body(exc, status) if _wants_openai(req) else {"error": exc.message}
