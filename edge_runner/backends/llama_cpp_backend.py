@@ -9,10 +9,13 @@ mode behind a lock (llama.cpp contexts are not reentrant). Weights are memory-ma
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
+from functools import cache
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +29,25 @@ ENCODER_ARCHITECTURES = ("bert", "nomic-bert", "jina-bert-v2", "modern-bert", "t
 TEXT_INPUT = TensorSpec("text_input", "BYTES", (-1,))
 TEXT_OUTPUT = TensorSpec("text_output", "BYTES", (-1,))
 EMBEDDING_OUTPUT = TensorSpec("embedding", "FP32", (-1, -1))
+
+
+@cache
+def load_dynamic_backends(package_dir: Path) -> list[str]:
+    """Register ggml's CPU/GPU variant libraries of a portable (GGML_BACKEND_DL) build, once per process.
+
+    A native build links its one CPU backend directly and has no variants: nothing to do. A portable build
+    ships ``libggml-cpu-<arch>.so`` variants that nothing loads unless ``ggml_backend_load_all_from_path``
+    is called, after which llama.cpp picks the best variant for this CPU.
+    """
+    for folder in (package_dir / "lib", package_dir.parent / "bin"):
+        variants = sorted(p.name for p in folder.glob("libggml-*-*.so")) if folder.is_dir() else []
+        core = folder / "libggml.so"
+        if variants and core.is_file():
+            ggml = ctypes.CDLL(str(core))
+            ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+            ggml.ggml_backend_load_all_from_path(str(folder).encode())
+            return variants
+    return []
 
 
 class LlamaCppBackend(Backend):
@@ -43,9 +65,10 @@ class LlamaCppBackend(Backend):
         try:
             import llama_cpp
 
+            load_dynamic_backends(Path(llama_cpp.__file__).resolve().parent)
             gpu = bool(llama_cpp.llama_supports_gpu_offload())
             found = version("llama-cpp-python")
-        except (ImportError, OSError, PackageNotFoundError) as exc:
+        except (ImportError, OSError, RuntimeError, PackageNotFoundError) as exc:
             return ProbeResult(False, reason=f"llama-cpp-python does not load: {exc}")
         return ProbeResult(True, version=found, devices=("GPU", "CPU") if gpu else ("CPU",))
 
