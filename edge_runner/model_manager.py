@@ -225,7 +225,12 @@ class ModelManager:
                 name=f"{name}-{version}",
             )
         keep_alive = float(manifest.extra.get("keep_alive_s", self.settings.keep_alive))
-        resident = max(0, process_rss() - rss_before - mapped_files(folder).rss_bytes)
+        mapped = mapped_files(folder)
+        measured = process_rss() - rss_before - mapped.rss_bytes
+        # RSS growth alone undercounts when the allocator reuses pages a previous model freed; weights that are
+        # not mapped from the artifact were copied into private memory, so they are a floor.
+        copied = sum(f.size for f in manifest.files) - mapped.size_bytes
+        resident = max(0, measured, copied)
         return LoadedModel(
             name, version, manifest, folder, backend, meta, scheduler, keep_alive, resident_bytes=resident, stats=stats
         )
