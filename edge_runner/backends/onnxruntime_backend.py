@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runner.backends.base import Backend, Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.base import Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.text_encoder import TextEmbeddingBackend, can_embed
 from edge_runner.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError
 from edge_runner.manifest import TensorSpec
 
@@ -75,7 +76,7 @@ def _settle(step: SelectionStep, active: Sequence[str]) -> SelectionStep:
     return SelectionStep(step.candidate, False, "failed to initialise in the session; fell back")
 
 
-class OnnxRuntimeBackend(Backend):
+class OnnxRuntimeBackend(TextEmbeddingBackend):
     """Serves ``.onnx`` / ``.ort`` files through an ``onnxruntime.InferenceSession``."""
 
     name = "onnxruntime"
@@ -105,19 +106,26 @@ class OnnxRuntimeBackend(Backend):
         if level not in _OPT_LEVELS:
             raise ModelLoadError(f"graph_optimization_level {level!r}: expected one of {', '.join(_OPT_LEVELS)}")
         so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[level])
-        if self.options.use_mmap and len(self.manifest.files) > 1:
+        if self.options.use_mmap and self._has_external_data():
             # External-data initializers are memory-mapped by ORT only when it does not pre-pack them into
             # private buffers; mapped weights are shared with the page cache and other processes.
             so.add_session_config_entry("session.disable_prepacking", "1")
         so.log_severity_level = 3
         return so
 
+    def _has_external_data(self) -> bool:
+        """Weights stored beside the graph (``model.onnx.data`` and the like), which ORT can memory-map."""
+        primary = self.manifest.primary_file
+        return any(
+            f.path != primary and (f.path.startswith(primary) or f.path.endswith(".data")) for f in self.manifest.files
+        )
+
     def _cache_path(self, provider: str) -> Path | None:
         """Optimized-graph cache file per model version and provider; none for external-data or .ort models.
 
         External-data models stay uncached so their weights keep being memory-mapped from the artifact.
         """
-        if self.options.cache_dir is None or self.manifest.format != "onnx" or len(self.manifest.files) > 1:
+        if self.options.cache_dir is None or self.manifest.format != "onnx" or self._has_external_data():
             return None
         if self.options.options.get("graph_optimization_level", "all") == "disable":
             return None
@@ -179,7 +187,7 @@ class OnnxRuntimeBackend(Backend):
             batching=batching,
             max_concurrency=4,
             dynamic_shapes=dynamic,
-            embed=self.manifest.task in ("feature-extraction", "sentence-embedding"),
+            embed=can_embed(self.manifest),
             devices=tuple(self._session.get_providers()),
         )
 
@@ -205,3 +213,4 @@ class OnnxRuntimeBackend(Backend):
     def unload(self) -> None:
         self._session = None
         self._meta = None
+        self._text_encoder = None

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runner.backends.base import Backend, Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.base import Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.text_encoder import TextEmbeddingBackend, can_embed
 from edge_runner.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError, ModelNotReady
 from edge_runner.manifest import TensorSpec
 
@@ -114,7 +115,7 @@ class _Compiled:
             self.pool.put(request)
 
 
-class OpenVinoBackend(Backend):
+class OpenVinoBackend(TextEmbeddingBackend):
     """Serves OpenVINO IR and ONNX files through an OpenVINO compiled model."""
 
     name = "openvino"
@@ -243,7 +244,7 @@ class OpenVinoBackend(Backend):
         return Capabilities(
             batching=batching,
             max_concurrency=max(c.pool.qsize() for c in self._compiled.values()),
-            embed=self.manifest.task in ("feature-extraction", "sentence-embedding"),
+            embed=can_embed(self.manifest),
             dynamic_shapes=not static and any(d == -1 for t in inputs for d in t.shape),
             devices=tuple(compiled.get_property("EXECUTION_DEVICES")),
         )
