@@ -5,7 +5,7 @@ Models: the embedded ``digits`` (ONNX, its IR twin and its TFLite twin) and a la
 installed, TFLite. Every backend gets the same threads and the same inputs; ratios are against
 ONNX Runtime on the same model in the same run.
 
-    .venv/bin/python bench/bench_backends.py [--threads 2] [--iterations 300] [--batch 32] [--seconds 1]
+    .venv/bin/python -m bench.bench_backends [--threads 2] [--iterations 300] [--batch 32] [--seconds 1]
         [--repeats 3] [--markdown out.md]
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from edge_runner.backends.base import Backend, LoadOptions  # noqa: E402
 from edge_runner.backends.registry import get_backend, probe  # noqa: E402

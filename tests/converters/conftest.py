@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -47,7 +45,7 @@ def convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
 @pytest.fixture(scope="session")
 def torch_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """TorchScript MLP/encoder, torch.export CNN, module.py + state dict."""
-    from zoo_torch import build_torch_zoo
+    from tests.converters.zoo_torch import build_torch_zoo
 
     return build_torch_zoo(tmp_path_factory.mktemp("torch_zoo"))
 
@@ -55,7 +53,7 @@ def torch_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def hf_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny random BERT, DistilBERT, ViT and GPT-2 folders with local tokenizers."""
-    from zoo_torch import build_hf_zoo
+    from tests.converters.zoo_torch import build_hf_zoo
 
     return build_hf_zoo(tmp_path_factory.mktemp("hf_zoo"))
 
@@ -64,7 +62,7 @@ def hf_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def keras_zoo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Keras MobileNetV2 (.keras, .h5) and MobileNetV3Small with weights=None."""
     pytest.importorskip("tensorflow")
-    from zoo_keras import build_keras_zoo
+    from tests.converters.zoo_keras import build_keras_zoo
 
     return build_keras_zoo(tmp_path_factory.mktemp("keras_zoo"))
 

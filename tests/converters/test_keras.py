@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_torch_sources import assert_parity
+
+from tests.converters.test_torch_sources import assert_parity
 
 pytest.importorskip("tensorflow")
 
