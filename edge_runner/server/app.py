@@ -7,8 +7,6 @@ from the same table so the spec cannot drift from what is served.
 from __future__ import annotations
 
 import hmac
-import importlib.util
-from dataclasses import dataclass
 from typing import Any
 
 import falcon
@@ -19,19 +17,11 @@ from edge_runner.errors import Unauthorized
 from edge_runner.model_manager import ModelManager
 from edge_runner.server import errors as server_errors
 from edge_runner.server import kserve
+from edge_runner.server.openai_routes import openai_routes
 from edge_runner.server.ops import AdmissionMiddleware, MetricsResource, PsResource
+from edge_runner.server.routes import Route
 
 OPEN_PATHS = {"/v2/health/live"}
-
-
-@dataclass(frozen=True)
-class Route:
-    """One URI template, the resource serving it, and a summary for the OpenAPI spec."""
-
-    path: str
-    resource: Any
-    summary: str
-    tag: str = "kserve-v2"
 
 
 class AuthMiddleware:
@@ -132,10 +122,7 @@ def create_app(
     if manager.metrics is not None and settings.enable_metrics:
         manager.metrics.attach_state(manager.ps_rows, lambda: admission.in_flight)
         routes.append(Route("/metrics", MetricsResource(manager.metrics), "Prometheus metrics", "operations"))
-    if importlib.util.find_spec("edge_runner.server.openai_routes") is not None:
-        from edge_runner.server.openai_routes import add_openai_routes
-
-        add_openai_routes(app, manager)
+    routes += openai_routes(manager)
     for route in routes:
         app.add_route(route.path, route.resource)
     app.add_route("/openapi.json", OpenApiResource(routes))

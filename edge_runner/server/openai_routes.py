@@ -19,6 +19,7 @@ import falcon
 from edge_runner.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, UnsupportedOperation
 from edge_runner.llm import openai_protocol as proto
 from edge_runner.llm.types import GenerationChunk, GenerationRequest
+from edge_runner.server.routes import Route
 
 log = logging.getLogger("edge_runner.server.openai")
 
@@ -177,10 +178,18 @@ class ModelResource(_Base):
         resp.media = _model_card(self.manager.get(model, None))
 
 
+def openai_routes(manager: Any) -> list[Route]:
+    """The OpenAI-compatible route table."""
+    return [
+        Route("/v1/models", ModelsResource(manager), "Models, OpenAI style", "openai"),
+        Route("/v1/models/{model}", ModelResource(manager), "One model, OpenAI style", "openai"),
+        Route("/v1/chat/completions", ChatCompletionsResource(manager), "Chat (SSE with stream=true)", "openai"),
+        Route("/v1/completions", CompletionsResource(manager), "Text completion (SSE with stream=true)", "openai"),
+        Route("/v1/embeddings", EmbeddingsResource(manager), "Embeddings of a string or a list", "openai"),
+    ]
+
+
 def add_openai_routes(app: falcon.App[Any, Any], manager: Any) -> None:
-    """Register the OpenAI-compatible routes on ``app``."""
-    app.add_route("/v1/models", ModelsResource(manager))
-    app.add_route("/v1/models/{model}", ModelResource(manager))
-    app.add_route("/v1/chat/completions", ChatCompletionsResource(manager))
-    app.add_route("/v1/completions", CompletionsResource(manager))
-    app.add_route("/v1/embeddings", EmbeddingsResource(manager))
+    """Register only the OpenAI routes on ``app`` (for tests of this module alone)."""
+    for route in openai_routes(manager):
+        app.add_route(route.path, route.resource)

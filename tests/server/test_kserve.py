@@ -27,6 +27,7 @@ def test_server_metadata_health_and_openapi(client: testing.TestClient) -> None:
     spec = client.simulate_get("/openapi.json").json
     assert "/v2/models/{model}/versions/{version}/infer" in spec["paths"]
     assert "post" in spec["paths"]["/v2/models/{model}/infer"]
+    assert "post" in spec["paths"]["/v1/chat/completions"] and "get" in spec["paths"]["/api/ps"]
 
 
 def test_model_metadata_ready_config(client: testing.TestClient) -> None:
