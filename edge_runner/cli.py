@@ -37,7 +37,8 @@ def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     )
     for name, default, help_text in setting_fields():
         flag = "--" + name.replace("_", "-")
-        shown = f"{help_text} (default: {default!r})".replace("%", "%%")
+        shown = help_text if "default:" in help_text or default in ("", ()) else f"{help_text} (default: {default!r})"
+        shown = shown.replace("%", "%%")
         if isinstance(default, bool):
             on, off = _ALIASES.get(name, ([flag], [f"--no-{name.replace('_', '-')}"]))
             group.add_argument(*on, dest=name, action="store_const", const=True, default=argparse.SUPPRESS, help=shown)
