@@ -7,6 +7,7 @@ env names are derived from field names, so nothing is declared twice.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -63,13 +64,60 @@ def to_bytes(value: Any) -> int:
 
 def to_duration_s(value: Any) -> float:
     """Durations like ``5m``, ``30s``, ``250ms``; ``-1`` means forever, ``0`` means now."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration like 5m, 30s, 250ms, 0 or -1, got {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite duration, got {value!r}")
         return float(value)
     text = str(value).strip().lower()
     match = re.fullmatch(r"(-?[0-9.]+)\s*(ms|s|m|h|)", text)
     if not match:
         raise ValueError(f"expected a duration like 5m, 30s, 250ms, 0 or -1, got {value!r}")
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def int_at_least(low: int, high: int | None = None) -> Callable[[Any], int]:
+    """An int converter that refuses values outside [low, high]."""
+
+    def convert(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        number = int(value)
+        if number < low or (high is not None and number > high):
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            raise ValueError(f"must be {bounds}, got {number}")
+        return number
+
+    return convert
+
+
+def one_of(*choices: str) -> Callable[[Any], str]:
+    """A string converter restricted to ``choices``."""
+
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return text
+
+    return convert
+
+
+def to_version_policy(value: Any) -> str:
+    """``latest``, ``latest:N`` (N >= 1), ``all`` or ``specific:1,2``."""
+    text = str(value).strip()
+    if re.fullmatch(r"latest(:[1-9][0-9]*)?|all|specific:[0-9]+(,[0-9]+)*", text) is None:
+        raise ValueError(f"expected latest, latest:N (N >= 1), all or specific:1,2, got {value!r}")
+    return text
+
+
+def to_float_at_least_zero(value: Any) -> float:
+    """A finite, non-negative float."""
+    number = float(value)
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"must be a finite number >= 0, got {value!r}")
+    return number
 
 
 def to_int_list(value: Any) -> tuple[int, ...]:
@@ -105,13 +153,13 @@ class Settings:
     """Resolved settings of one edge-runner process."""
 
     host: str = _setting("127.0.0.1", "address to bind; loopback by default, 0.0.0.0 to expose", str)
-    port: int = _setting(8000, "TCP port; 0 picks a free one (printed at start)", int)
+    port: int = _setting(8000, "TCP port; 0 picks a free one (printed at start)", int_at_least(0, 65535))
     model_repository: str = _setting("", "model repository folder (default: $XDG_DATA_HOME/edge-runner/models)", str)
     models: tuple[str, ...] = _setting((), "models to load at start (comma list; default: all)", to_str_list)
     model_name: str = _setting("", "serve one model under this name (seed form, with --model-path)", str)
     model_path: str = _setting("", "path of the one model to serve (ONNX file or folder with manifest)", str)
     load_defaults: bool = _setting(True, "also serve the embedded default models (digits, tiny-llm)", to_bool)
-    version_policy: str = _setting("latest", "versions to load: latest, latest:N, all, specific:1,2", str)
+    version_policy: str = _setting("latest", "versions to load: latest, latest:N, all, specific:1,2", to_version_policy)
     profile: str = _setting("cpu", "hardware profile name or .toml path (see profiles/)", str)
     backend: str = _setting(
         "",
@@ -122,36 +170,40 @@ class Settings:
     device: tuple[str, ...] = _setting(
         (), "device(s) to try first, before the profile's list (e.g. NPU, GPU, CUDAExecutionProvider)", to_str_list
     )
-    threads: int = _setting(0, "intra-op threads per model; 0 = runtime default (all cores)", int)
-    graph_optimization_level: str = _setting("all", "ONNX Runtime graph optimizations: disable/basic/extended/all", str)
+    threads: int = _setting(0, "intra-op threads per model; 0 = runtime default (all cores)", int_at_least(0))
+    graph_optimization_level: str = _setting(
+        "all",
+        "ONNX Runtime graph optimizations: disable/basic/extended/all",
+        one_of("disable", "basic", "extended", "all"),
+    )
     dynamic_batching: bool = _setting(
         True, "stack concurrent requests into one batch", to_bool, env=("DYNAMIC_BATCHING",)
     )
-    max_batch_size: int = _setting(8, "largest batch the batcher builds", int, env=("MAX_BATCH_SIZE",))
-    max_queue_delay_ms: float = _setting(2.0, "how long the batcher waits to fill a batch", float)
+    max_batch_size: int = _setting(8, "largest batch the batcher builds", int_at_least(1), env=("MAX_BATCH_SIZE",))
+    max_queue_delay_ms: float = _setting(2.0, "how long the batcher waits to fill a batch", to_float_at_least_zero)
     preferred_batch_sizes: tuple[int, ...] = _setting((), "batch sizes to prefer (comma list)", to_int_list)
     instances: int = _setting(
-        1, "worker threads per model calling the backend at once (capped by what the backend allows)", int
+        1, "worker threads per model calling the backend at once (capped by what the backend allows)", int_at_least(1)
     )
-    max_queue_size: int = _setting(64, "queued requests per model before 429", int)
+    max_queue_size: int = _setting(64, "queued requests per model before 429", int_at_least(1))
     max_concurrent_requests: int = _setting(
-        64, "requests in flight across the server before 429", int, env=("MAX_CONCURRENT_REQUESTS",)
+        64, "requests in flight across the server before 429", int_at_least(0), env=("MAX_CONCURRENT_REQUESTS",)
     )
-    request_timeout_ms: int = _setting(30000, "per-request deadline; past it the answer is 504", int)
+    request_timeout_ms: int = _setting(30000, "per-request deadline; past it the answer is 504", int_at_least(1))
     max_body_bytes: int = _setting(64 * 2**20, "largest request body accepted (e.g. 64MiB)", to_bytes)
-    http_threads: int = _setting(8, "waitress worker threads", int)
+    http_threads: int = _setting(8, "waitress worker threads", int_at_least(1))
     api_key: str = _setting("", "require 'Authorization: Bearer KEY' on every route but liveness", str, secret=True)
     enable_metrics: bool = _setting(True, "serve Prometheus metrics at /metrics", to_bool)
     memory_budget: int = _setting(-1, "bytes all loaded models may use; auto = 80% of available RAM", to_bytes)
     keep_alive: float = _setting(-1.0, "unload a model idle this long (5m, 30s; -1 forever, 0 at once)", to_duration_s)
-    max_seq_len: int = _setting(2048, "context length for LLMs", int)
+    max_seq_len: int = _setting(2048, "context length for LLMs", int_at_least(16))
     use_mmap: bool = _setting(True, "memory-map weights where the runtime allows", to_bool)
     mlock: bool = _setting(False, "lock LLM weights in RAM (needs a raised memlock limit)", to_bool)
     quantization: str = _setting(
         "", "preferred quantization when a model has several (int8, fp16, q8_0)", str, env=("QUANTIZATION",)
     )
     cache_dir: str = _setting("", "compiled/optimized model cache (default: $XDG_CACHE_HOME/edge-runner)", str)
-    log_level: str = _setting("info", "debug, info, warning or error", str)
+    log_level: str = _setting("info", "debug, info, warning or error", one_of("debug", "info", "warning", "error"))
 
     def repository_root(self) -> Path:
         """The writable model repository folder."""
@@ -241,7 +293,7 @@ def load_config(
 
 
 # Env names that are not settings but are read elsewhere.
-_NON_SETTING_ENV = {"EDGE_RUNNER_CONFIG", "EDGE_RUNNER_PROFILES_DIR", "EDGE_RUNNER_MODEL_REPOSITORY_ROOT"}
+_NON_SETTING_ENV = {"EDGE_RUNNER_CONFIG", "EDGE_RUNNER_PROFILES_DIR", "EDGE_RUNNER_URL"}
 
 
 def describe(resolved: Resolved) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from edge_runner.errors import ManifestError
@@ -52,6 +52,11 @@ class FileEntry:
     path: str
     sha256: str
     size: int
+
+    def __post_init__(self) -> None:
+        parts = PurePosixPath(self.path.replace("\\", "/")).parts
+        if not self.path or self.path.startswith(("/", "\\")) or ".." in parts or ":" in self.path:
+            raise ManifestError(f"file path {self.path!r} must be relative and stay inside the version folder")
 
 
 @dataclass(frozen=True)

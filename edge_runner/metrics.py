@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from functools import cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -76,13 +77,22 @@ class _StateCollector:
         yield from _gpu_metrics()
 
 
-def _gpu_metrics() -> Iterator[Metric]:
-    """GPU utilization and memory when NVML (pynvml) is importable and a GPU exists; nothing otherwise."""
+@cache
+def _nvml() -> Any:
+    """The initialised pynvml module, once per process; None without NVML (no library, driver or GPU)."""
     try:
         import pynvml  # type: ignore[import-not-found]
 
         pynvml.nvmlInit()
-    except Exception:  # no NVML library, no driver, or no GPU: report nothing rather than fake zeros
+    except Exception:
+        return None
+    return pynvml
+
+
+def _gpu_metrics() -> Iterator[Metric]:
+    """GPU utilization and memory when NVML exists; nothing otherwise (never fake zeros)."""
+    pynvml = _nvml()
+    if pynvml is None:
         return
     util = GaugeMetricFamily(f"{NAMESPACE}_gpu_utilization_ratio", "GPU utilization (0-1)", labels=["gpu"])
     used = GaugeMetricFamily(f"{NAMESPACE}_gpu_memory_used_bytes", "GPU memory in use", labels=["gpu"])

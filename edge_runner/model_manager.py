@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ import numpy as np
 from edge_runner.backends.base import Backend, ModelMetadata, SelectionStep, Tensors
 from edge_runner.backends.registry import get_backend
 from edge_runner.config import Settings
-from edge_runner.errors import EdgeRunnerError, MemoryBudgetExceeded, ModelNotFound, ModelNotReady
+from edge_runner.errors import (
+    EdgeRunnerError,
+    MemoryBudgetExceeded,
+    ModelLoadError,
+    ModelNotFound,
+    ModelNotReady,
+    UnsupportedOperation,
+)
+from edge_runner.loaded_model import LoadedModel
 from edge_runner.manifest import Manifest, verify_files
 from edge_runner.memory import Resident, estimate_load_bytes, mapped_files, plan_evictions, process_rss, resolve_budget
 from edge_runner.metrics import Metrics
@@ -28,51 +36,6 @@ from edge_runner.validation import validate_inputs
 log = logging.getLogger("edge_runner.models")
 
 DEFAULTS_DIR = Path(__file__).resolve().parent / "defaults"
-
-
-@dataclass(eq=False)
-class LoadedModel:
-    """One model version that is loaded and serving."""
-
-    name: str
-    version: int
-    manifest: Manifest
-    folder: Path
-    backend: Backend
-    metadata: ModelMetadata
-    scheduler: ModelScheduler | None
-    keep_alive_s: float
-    resident_bytes: int = 0
-    loaded_at: float = field(default_factory=time.time)
-    last_used: float = field(default_factory=time.monotonic)
-    stats: LatencyStats = field(default_factory=LatencyStats)
-
-    def touch(self) -> None:
-        """Mark as used now (for idle unload and LRU eviction)."""
-        self.last_used = time.monotonic()
-
-    @property
-    def busy(self) -> bool:
-        """Requests queued or running (LLM engines report their active streams)."""
-        return self.in_flight() > 0
-
-    def in_flight(self) -> int:
-        """Requests queued or running on this model (scheduler jobs and backend-run streams)."""
-        return (self.scheduler.in_flight if self.scheduler else 0) + self.backend.in_flight()
-
-    def footprint(self) -> int:
-        """Bytes charged to the memory budget: measured anonymous growth + resident mapped weights."""
-        return self.resident_bytes + mapped_files(self.folder).rss_bytes
-
-    def memory(self) -> dict[str, int]:
-        """Resident (measured at load) and mapped (live) bytes."""
-        mapped = mapped_files(self.folder)
-        return {
-            "rss_bytes": self.resident_bytes,
-            "mapped_bytes": mapped.rss_bytes,
-            "mapped_pss_bytes": mapped.pss_bytes,
-            "mapped_size_bytes": mapped.size_bytes,
-        }
 
 
 class ModelManager:
@@ -148,11 +111,14 @@ class ModelManager:
         try:
             with self._memory_lock:  # one load at a time keeps the RSS measurement attributable
                 entry = self._build(name, version)
-        except EdgeRunnerError as exc:
+        except Exception as exc:
+            error = exc if isinstance(exc, EdgeRunnerError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
             with self._lock:
-                self._states[key] = ("UNAVAILABLE", exc.message)
-            log.error("could not load %s v%s: %s", name, version, exc.message)
-            raise
+                self._states[key] = ("UNAVAILABLE", error.message)
+            log.error("could not load %s v%s: %s", name, version, error.message)
+            if error is exc:
+                raise
+            raise error from exc
         with self._lock:
             self._models[key] = entry
             self._states[key] = ("READY", "")
@@ -202,17 +168,36 @@ class ModelManager:
         options = self.profile.load_options(cls.name, threads=self.settings.threads, cache_dir=cache)
         if self.settings.device:
             options = replace(options, devices=(*self.settings.device, *options.devices))
+        # Settings that are also backend options win over the profile's backend table: they were layered
+        # already (defaults < profile [settings] < file < env < CLI).
         merged = {
+            **options.options,
             "graph_optimization_level": self.settings.graph_optimization_level,
             "max_seq_len": self.settings.max_seq_len,
             "mlock": self.settings.mlock,
-            **options.options,
         }
         options = replace(options, options=merged, use_mmap=self.settings.use_mmap and options.use_mmap)
         backend = cls(manifest, folder, options)
         if self.metrics is not None:
             backend.on_first_token = self.metrics.ttft.labels(name).observe
         backend.load()
+        try:
+            return self._serve(name, version, manifest, folder, backend, backend_steps, rss_before)
+        except BaseException:
+            backend.unload()  # a half-built entry must not keep the runtime's memory
+            raise
+
+    def _serve(
+        self,
+        name: str,
+        version: int,
+        manifest: Manifest,
+        folder: Path,
+        backend: Backend,
+        backend_steps: tuple[SelectionStep, ...],
+        rss_before: int,
+    ) -> LoadedModel:
+        """Wrap a loaded backend: metadata, scheduler, keep-alive and measured memory."""
         meta = replace(backend.metadata(), selection=(*backend_steps, *backend.metadata().selection))
         stats = LatencyStats()
         scheduler = None
@@ -281,7 +266,8 @@ class ModelManager:
                 loaded = sorted((k for k in self._models if k[0] == name), key=lambda k: k[1])
                 if loaded:
                     return self._models[loaded[-1]]
-            state = self._states.get((name, version or 0), ("", ""))
+            candidates = [v for (n, v) in self._states if n == name and (version is None or v == version)]
+            state = self._states[(name, max(candidates))] if candidates else ("", "")
         if name not in self.model_names():
             raise ModelNotFound(f"model {name!r} not found; available models: {self.model_names()}")
         if version is not None and version not in self._versions(name):
@@ -304,25 +290,29 @@ class ModelManager:
         datatypes: Mapping[str, str],
         outputs: Sequence[str] | None,
     ) -> tuple[LoadedModel, Tensors]:
-        """Validate, queue, run; records stats."""
+        """Validate, queue, run; records stats and metrics for successes and failures alike."""
         entry = self.get(name, version)
         entry.touch()
-        validate_inputs(entry.metadata, inputs, datatypes, outputs)
-        if entry.scheduler is None:
-            raise ModelNotReady(f"model {name!r} serves text generation; use /v1/chat/completions")
-        start = time.perf_counter()
-        rows = int(next(iter(inputs.values())).shape[0]) if entry.metadata.capabilities.batching else 1
+        start, rows = time.perf_counter(), 1
         try:
+            if entry.scheduler is None:
+                raise UnsupportedOperation(
+                    f"model {name!r} generates text: use /v1/chat/completions or /v1/completions, "
+                    "not the v2 infer route"
+                )
+            validate_inputs(entry.metadata, inputs, datatypes, outputs)
+            if entry.metadata.capabilities.batching:
+                rows = int(next(iter(inputs.values())).shape[0])
             results = entry.scheduler.submit(inputs, outputs, self.settings.request_timeout_ms / 1000.0)
         except EdgeRunnerError as exc:
-            self._record(entry, start, exc.code, rows)
+            self.record(entry, time.perf_counter() - start, exc.code, rows)
             raise
-        self._record(entry, start, "ok", rows)
+        self.record(entry, time.perf_counter() - start, "ok", rows)
         entry.touch()
         return entry, {k: np.asarray(v) for k, v in results.items()}
 
-    def _record(self, entry: LoadedModel, start: float, status: str, rows: int) -> None:
-        seconds = time.perf_counter() - start
+    def record(self, entry: LoadedModel, seconds: float, status: str, rows: int = 1) -> None:
+        """Count one request of ``entry`` (status ``ok`` or an error code) in its stats and the metrics."""
         entry.stats.record(seconds, status == "ok", rows, now_ns=time.time_ns())
         if self.metrics is not None:
             self.metrics.observe_request(entry.name, entry.version, status, seconds)

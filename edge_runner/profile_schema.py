@@ -118,7 +118,6 @@ SCHEMA: dict[str, dict[str, Checker]] = {
     "onnxruntime": {
         "devices": _STRINGS,
         "provider_options": _table_of(_SCALARS, "provider tables"),
-        "graph_optimization_level": _one_of("disable", "basic", "extended", "all"),
         "inter_op_threads": _int,
         "use_mmap": _bool,
     },
@@ -140,7 +139,6 @@ SCHEMA: dict[str, dict[str, Checker]] = {
         "parallel": _int,
         "max_queue": _int,
         "use_mmap": _bool,
-        "use_mlock": _bool,
     },
     "tflite": {
         "devices": _STRINGS,

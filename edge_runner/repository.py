@@ -43,6 +43,12 @@ def validate_name(name: str) -> str:
 
 def select_versions(available: list[int], policy: str) -> list[int]:
     """Apply a version policy: ``latest``, ``latest:N``, ``all`` or ``specific:1,3``."""
+    from edge_runner.config import to_version_policy
+
+    try:
+        policy = to_version_policy(policy)
+    except ValueError as exc:
+        raise InvalidInput(f"version policy: {exc}") from None
     ordered = sorted(available)
     if not ordered:
         return []

@@ -12,14 +12,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge_runner.backends.base import Backend, Tensors
-from edge_runner.errors import EdgeRunnerError, InferenceError, Overloaded, RequestTimeout
+from edge_runner.errors import EdgeRunnerError, InferenceError, ModelNotReady, Overloaded, RequestTimeout
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,8 @@ class ModelScheduler:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 parts.append(job.future.result(timeout=remaining))
+            except CancelledError:
+                raise ModelNotReady("the model was unloaded before this request ran; retry") from None
             except FutureTimeout:
                 for pending in jobs:
                     pending.future.cancel()
@@ -225,4 +227,6 @@ class ModelScheduler:
             worker.join(max(0.0, end - time.monotonic()))
         with self._cond:
             while self._queue:
-                self._queue.popleft().future.cancel()
+                job = self._queue.popleft()
+                if job.future.set_running_or_notify_cancel():
+                    job.future.set_exception(ModelNotReady("the model was unloaded before this request ran; retry"))

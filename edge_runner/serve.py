@@ -68,6 +68,7 @@ def _sigterm_handler(
             return
         log.info("SIGTERM: no longer accepting connections; draining in-flight requests (max %.0fs)", DRAIN_TIMEOUT_S)
         state["draining"] = True
+        inflight.draining = True
         server.accepting = False
         threading.Thread(
             target=_drain_then_interrupt, daemon=True, args=(manager, inflight, time.monotonic() + DRAIN_TIMEOUT_S)

@@ -3,7 +3,7 @@
 Generation runs on ``edge_runner.llm.LlmEngine`` (continuous batching over llama.cpp's batch API,
 one sequence id per stream). Embedding models go through llama-cpp-python's ``Llama`` in embedding
 mode behind a lock (llama.cpp contexts are not reentrant). Weights are memory-mapped unless
-``use_mmap`` is off; ``mlock``/``use_mlock``, ``n_gpu_layers``, ``n_batch``, ``parallel`` (slots),
+``use_mmap`` is off; ``mlock``, ``n_gpu_layers``, ``n_batch``, ``parallel`` (slots),
 ``max_queue`` and ``max_seq_len`` come from ``LoadOptions.options``.
 """
 
@@ -135,7 +135,7 @@ class LlamaCppBackend(Backend):
         from edge_runner.llm.engine import LlmEngine
         from edge_runner.llm.native import ContextSettings, NativeModel
 
-        mlock = bool(self._option("use_mlock", "mlock", default=False))
+        mlock = bool(self._option("mlock", default=False))
         native = NativeModel(path, use_mmap=self.options.use_mmap, use_mlock=mlock, n_gpu_layers=n_gpu_layers)
         try:
             settings = ContextSettings(
@@ -171,7 +171,7 @@ class LlamaCppBackend(Backend):
                 n_threads=self.options.threads or None,
                 n_gpu_layers=n_gpu_layers,
                 use_mmap=self.options.use_mmap,
-                use_mlock=bool(self._option("use_mlock", "mlock", default=False)),
+                use_mlock=bool(self._option("mlock", default=False)),
                 verbose=False,
             )
         except ValueError as exc:
@@ -215,9 +215,10 @@ class LlamaCppBackend(Backend):
 
     def in_flight(self) -> int:
         """Streams generating or queued on the engine."""
-        if self._engine is None:
+        engine = self._engine  # one read: unload() may clear it concurrently
+        if engine is None:
             return 0
-        load = self._engine.load()
+        load = engine.load()
         return int(load["active"] + load["waiting"])
 
     def runtime_stats(self) -> dict[str, float]:
@@ -226,11 +227,12 @@ class LlamaCppBackend(Backend):
 
     def engine_stats(self) -> dict[str, float]:
         """Slots in use, queued requests and token counters (for /v1/models, metrics and ``ps``)."""
-        if self._engine is None:
+        engine = self._engine  # one read: unload() may clear it concurrently
+        if engine is None:
             return {}
-        stats = self._engine.stats
+        stats = engine.stats
         return {
-            **self._engine.load(),
+            **engine.load(),
             "requests": stats.requests,
             "rejected": stats.rejected,
             "prompt_tokens": stats.prompt_tokens,

@@ -121,16 +121,24 @@ class OnnxRuntimeBackend(TextEmbeddingBackend):
         )
 
     def _cache_path(self, provider: str) -> Path | None:
-        """Optimized-graph cache file per model version and provider; none for external-data or .ort models.
+        """Optimized-graph cache file; none for external-data or .ort models.
 
-        External-data models stay uncached so their weights keep being memory-mapped from the artifact.
+        The name carries the artifact's identity (sha256, or size and mtime for unregistered paths), the
+        provider and the optimization level, so a replaced model or a changed setting never reuses a stale
+        graph. External-data models stay uncached so their weights keep being memory-mapped.
         """
         if self.options.cache_dir is None or self.manifest.format != "onnx" or self._has_external_data():
             return None
-        if self.options.options.get("graph_optimization_level", "all") == "disable":
+        level = str(self.options.options.get("graph_optimization_level", "all"))
+        if level == "disable":
             return None
+        entry = self.manifest.files[0]
+        identity = entry.sha256[:16]
+        if not identity:
+            stat = (self.folder / entry.path).stat()
+            identity = f"{stat.st_size}-{stat.st_mtime_ns}"
         self.options.cache_dir.mkdir(parents=True, exist_ok=True)
-        return self.options.cache_dir / f"optimized-{provider}.onnx"
+        return self.options.cache_dir / f"optimized-{provider}-{level}-{identity}.onnx"
 
     def _providers(self, available: Sequence[str]) -> tuple[list[Any], list[SelectionStep]]:
         wanted = list(self.options.devices) or ["CPUExecutionProvider"]

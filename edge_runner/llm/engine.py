@@ -136,6 +136,8 @@ class LlmEngine:
                 self._step()
         except Exception as exc:  # a crash must end every stream, never hang a client
             log.exception("LLM engine thread crashed")
+            with self._cond:
+                self._stopping = True  # later submits fail at once instead of queueing for a dead thread
             self._fail_all(InferenceError(f"generation engine failed: {exc}"))
 
     def _any_active(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,14 +60,19 @@ def _bf16_from_floats(values: np.ndarray) -> np.ndarray:
     return (bits >> 16).astype(np.uint16)
 
 
+MAX_ELEMENTS = 1 << 31  # per tensor; the body limit usually bites long before this
+
+
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
     if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
+    if math.prod(raw) > MAX_ELEMENTS:  # Python ints: no silent overflow as with np.prod
+        raise InvalidInput(f"input {name!r}: shape {raw} has more than {MAX_ELEMENTS} elements")
     return tuple(raw)
 
 
 def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=np.object_).reshape(-1)
@@ -93,7 +99,7 @@ def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str)
 
 
 def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
-    count = int(np.prod(shape)) if shape else 1
+    count = math.prod(shape)
     if datatype == "BYTES":
         return _deserialize_bytes(bytes(buf), count, name).reshape(shape)
     expected = count * element_size(datatype)
@@ -181,6 +187,8 @@ def _with_outputs(header: dict[str, Any], inputs: dict[str, np.ndarray], datatyp
         request.outputs = [str(o["name"]) for o in raw_outputs]
         for out in raw_outputs:
             oparams = out.get("parameters") or {}
+            if not isinstance(oparams, dict):
+                raise MalformedRequest(f"output {out['name']!r}: 'parameters' must be an object")
             if oparams.get("binary_data", request.binary_default):
                 request.binary_outputs.add(str(out["name"]))
     return request

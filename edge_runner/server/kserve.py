@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import falcon
 
 from edge_runner import __version__
 from edge_runner.errors import InvalidInput, MalformedRequest, ModelNotFound
-from edge_runner.model_manager import LoadedModel, ModelManager
+from edge_runner.loaded_model import LoadedModel
+from edge_runner.model_manager import ModelManager
 from edge_runner.repository import validate_name
+from edge_runner.server.body import json_object, read_body
 from edge_runner.server.codec import HEADER_LENGTH, decode_request, encode_response
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
@@ -19,22 +20,9 @@ EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_con
 def _version(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput(f"model version must be a positive integer, got {raw!r}")
     return int(raw)
-
-
-def read_body(req: falcon.Request, limit: int) -> bytes:
-    """Read the body, refusing more than ``limit`` bytes (checked before and while reading)."""
-    from edge_runner.errors import PayloadTooLarge
-
-    length = req.content_length
-    if length is not None and length > limit:
-        raise PayloadTooLarge(f"request body of {length} bytes exceeds the {limit}-byte limit (--max-body-bytes)")
-    data = req.bounded_stream.read(limit + 1)
-    if len(data) > limit:
-        raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit (--max-body-bytes)")
-    return bytes(data)
 
 
 def model_metadata(manager: ModelManager, entry: LoadedModel) -> dict[str, Any]:
@@ -187,21 +175,9 @@ class RepositoryIndexResource:
         self.manager = manager
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        ready_only = bool(_json_object(read_body(req, 1 << 16)).get("ready", False))
+        ready_only = bool(json_object(read_body(req, 1 << 16)).get("ready", False))
         rows = self.manager.index()
         resp.media = [r for r in rows if r["state"] == "READY"] if ready_only else rows
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body.strip():
-        return {}
-    try:
-        data = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MalformedRequest("request body must be a JSON object")
-    return data
 
 
 def _keep_alive(value: Any) -> float:
@@ -220,13 +196,14 @@ class RepositoryLoadResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
         name = validate_name(model)
-        params = _json_object(read_body(req, 1 << 16)).get("parameters") or {}
+        params = json_object(read_body(req, 1 << 16)).get("parameters") or {}
         if not isinstance(params, dict):
             raise MalformedRequest('\'parameters\' must be an object, e.g. {"parameters": {"keep_alive": "5m"}}')
         if self.action == "load":
+            keep_alive = _keep_alive(params["keep_alive"]) if "keep_alive" in params else None  # validate first
             self.manager.load(name)
-            if "keep_alive" in params:
-                self.manager.set_keep_alive(name, _keep_alive(params["keep_alive"]))
+            if keep_alive is not None:
+                self.manager.set_keep_alive(name, keep_alive)
         else:
             if name not in self.manager.model_names():
                 raise ModelNotFound(f"model {name!r} not found; available models: {self.manager.model_names()}")

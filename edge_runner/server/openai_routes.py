@@ -9,16 +9,19 @@ OpenAI shape on ``/v1/`` paths with 400/404/429 (+Retry-After)/503.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import falcon
 
-from edge_runner.errors import MalformedRequest, ModelNotReady, PayloadTooLarge, UnsupportedOperation
+from edge_runner.errors import EdgeRunnerError, MalformedRequest, ModelNotReady, UnsupportedOperation
 from edge_runner.llm import openai_protocol as proto
 from edge_runner.llm.types import GenerationChunk, GenerationRequest
+from edge_runner.server.body import json_object, read_body
 from edge_runner.server.routes import Route
 
 log = logging.getLogger("edge_runner.server.openai")
@@ -34,15 +37,13 @@ class _Base:
 
     def body(self, req: falcon.Request) -> dict[str, Any]:
         """The JSON body as an object, or MalformedRequest / PayloadTooLarge."""
-        if req.content_length is not None and req.content_length > self.max_body:
-            raise PayloadTooLarge(f"request body of {req.content_length} bytes exceeds the limit of {self.max_body}")
-        try:
-            data = json.loads(req.bounded_stream.read(self.max_body + 1) or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedRequest(f"the body is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise MalformedRequest("the body must be a JSON object")
-        return data
+        return json_object(read_body(req, self.max_body), empty_ok=False)
+
+    def record(self, entry: Any, start: float, status: str) -> None:
+        """Count the request in the model's stats and the metrics (when the manager keeps them)."""
+        record = getattr(self.manager, "record", None)
+        if record is not None:
+            record(entry, time.perf_counter() - start, status)
 
     def model(self, body: dict[str, Any]) -> Any:
         """The loaded model named by ``model`` (``name`` or ``name:version``), loading it on first use."""
@@ -67,8 +68,11 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _event_stream(stream: Iterator[GenerationChunk], responder: proto.Responder, usage: bool) -> Iterator[bytes]:
+def _event_stream(
+    stream: Iterator[GenerationChunk], responder: proto.Responder, usage: bool, on_end: Callable[[str], None]
+) -> Iterator[bytes]:
     """SSE frames for one generation; closing this generator cancels the generation."""
+    status = "cancelled"  # stays so when the client disconnects (GeneratorExit)
     try:
         yield _sse(responder.chunk(None, first=True))
         coalesced = getattr(stream, "coalesced", None)
@@ -79,8 +83,10 @@ def _event_stream(stream: Iterator[GenerationChunk], responder: proto.Responder,
                 yield _sse(responder.chunk(None, chunk.finish_reason))
                 if usage and chunk.usage is not None:
                     yield _sse(responder.usage_chunk(chunk.usage))
+        status = "ok"
         yield b"data: [DONE]\n\n"
     except Exception as exc:  # headers are gone: report in-band, as OpenAI does
+        status = str(getattr(exc, "code", "inference_failed"))
         log.warning("generation failed mid-stream: %s", exc)
         message = getattr(exc, "message", "generation failed; see the server log")
         yield _sse({"error": {"message": message, "type": "server_error", "code": getattr(exc, "code", None)}})
@@ -88,6 +94,7 @@ def _event_stream(stream: Iterator[GenerationChunk], responder: proto.Responder,
         close = getattr(stream, "close", None)
         if close is not None:
             close()
+        on_end(status)
 
 
 class _GenerationResource(_Base):
@@ -102,21 +109,33 @@ class _GenerationResource(_Base):
         if not entry.metadata.capabilities.generate:
             raise UnsupportedOperation(f"model {entry.name!r} does not generate text; use /v1/embeddings")
         backend = entry.backend
-        request = self.build(body, int(getattr(backend, "max_seq_len", 2048)))
-        stream = backend.generate(request)
+        start = time.perf_counter()
+        on_end = functools.partial(self.record, entry, start)
+        try:
+            request = self.build(body, int(getattr(backend, "max_seq_len", 2048)))
+            stream = backend.generate(request)
+        except EdgeRunnerError as exc:
+            on_end(exc.code)
+            raise
         responder = proto.Responder(entry.name, self.chat)
         if body.get("stream"):
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")
-            resp.stream = _event_stream(stream, responder, proto.stream_options(body))
+            resp.stream = _event_stream(stream, responder, proto.stream_options(body), on_end)
             return
+        status = "inference_failed"
         try:
             resp.media = responder.complete(stream)
+            status = "ok"
+        except EdgeRunnerError as exc:
+            status = exc.code
+            raise
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+            on_end(status)
 
 
 class ChatCompletionsResource(_GenerationResource):
@@ -140,7 +159,13 @@ class EmbeddingsResource(_Base):
         if not entry.metadata.capabilities.embed:
             raise UnsupportedOperation(f"model {entry.name!r} does not produce embeddings")
         texts = proto.embedding_texts(body)
-        vectors = entry.backend.embed(texts)
+        start = time.perf_counter()
+        try:
+            vectors = entry.backend.embed(texts)
+        except EdgeRunnerError as exc:
+            self.record(entry, start, exc.code)
+            raise
+        self.record(entry, start, "ok")
         counter = getattr(entry.backend, "count_tokens", None)
         tokens = int(counter(texts)) if counter else sum(len(t.split()) for t in texts)
         encoding = str(body.get("encoding_format") or "float")

@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon
 
-from edge_runner.errors import Overloaded
+from edge_runner.errors import ModelNotReady, Overloaded
 from edge_runner.metrics import CONTENT_TYPE, Metrics
 from edge_runner.model_manager import ModelManager
 
@@ -23,6 +23,7 @@ class AdmissionMiddleware:
         self.metrics = metrics
         self.in_flight = 0  # every request, for draining on shutdown
         self.work = 0  # requests that count against the limit
+        self.draining = False  # set on SIGTERM: new work is refused, in-flight work finishes
         self._lock = threading.Lock()
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -32,6 +33,8 @@ class AdmissionMiddleware:
             req.context.counted = True
             if exempt:
                 return
+            if self.draining:
+                raise ModelNotReady("the server is shutting down; retry against another instance")
             if self.limit > 0 and self.work >= self.limit:
                 rejected = True
             else:

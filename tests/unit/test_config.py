@@ -94,3 +94,24 @@ def test_sizes(text: str, value: int) -> None:
 @pytest.mark.parametrize(("text", "value"), [("5m", 300.0), ("250ms", 0.25), ("-1", -1.0), ("0", 0.0)])
 def test_durations(text: str, value: float) -> None:
     assert to_duration_s(text) == value
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("port", "-5", "must be between 0 and 65535"),
+        ("port", "70000", "must be between 0 and 65535"),
+        ("max_batch_size", "0", "must be at least 1"),
+        ("request_timeout_ms", "0", "must be at least 1"),
+        ("max_queue_size", "-1", "must be at least 1"),
+        ("max_queue_delay_ms", "nan", "finite number >= 0"),
+        ("graph_optimization_level", "fast", "expected one of disable, basic, extended, all"),
+        ("version_policy", "latest:0", "expected latest, latest:N"),
+        ("version_policy", "latest:x", "expected latest, latest:N"),
+        ("log_level", "loud", "expected one of debug"),
+        ("keep_alive", "nan", "expected a duration"),
+    ],
+)
+def test_out_of_range_values_are_refused(key: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"bad value for '{key}' in --{key.replace('_', '-')}: .*{message}"):
+        load_config({key: value}, {})

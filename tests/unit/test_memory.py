@@ -140,3 +140,33 @@ def test_preferred_quantization_picks_matching_version(
     assert make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False).load("d")[0].version == 2
     chosen = make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False, quantization="int8")
     assert chosen.load("d")[0].version == 1
+
+
+def test_replaced_model_never_reuses_a_stale_optimized_graph(
+    tmp_path: Path, make_manager: Callable[..., ModelManager]
+) -> None:
+    from onnx import TensorProto, helper
+
+    def tiny(op: str) -> Path:
+        graph = helper.make_graph(
+            [helper.make_node(op, ["x"], ["y"])],
+            op,
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        )
+        path = tmp_path / f"{op}.onnx"
+        onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+        return path
+
+    repo = ModelRepository(tmp_path / "repo")
+    x = {"x": np.ones((1, 4), np.float32)}
+    repo.add(tiny("Identity"), "m")
+    first = make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False)
+    first.load("m")
+    assert first.infer("m", None, x, {}, None)[1]["y"].tolist() == [[1, 1, 1, 1]]
+    first.close()
+    repo.remove("m")
+    repo.add(tiny("Neg"), "m")  # same name and version, other graph
+    second = make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False)
+    second.load("m")
+    assert second.infer("m", None, x, {}, None)[1]["y"].tolist() == [[-1, -1, -1, -1]]

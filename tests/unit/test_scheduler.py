@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 
 from edge_runner.backends.base import LoadOptions
 from edge_runner.backends.fake_backend import FakeBackend
-from edge_runner.errors import InferenceError, Overloaded, RequestTimeout
+from edge_runner.errors import InferenceError, ModelNotReady, Overloaded, RequestTimeout
 from edge_runner.manifest import read_manifest
 from edge_runner.scheduler import BatchPolicy, ModelScheduler
 from tests.conftest import write_fake_model
@@ -101,14 +103,39 @@ def test_backend_failure_reaches_every_caller_and_worker_survives(tmp_path: Path
     sched.close()
 
 
+def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
 def test_close_drains_queued_work(tmp_path: Path) -> None:
     backend = _backend(tmp_path, delay_ms=50)
     sched = ModelScheduler(backend, BatchPolicy(enabled=False), batching=False)
     with ThreadPoolExecutor(3) as pool:
         futures = [pool.submit(sched.submit, {"x": np.ones((1, 4), np.float32)}) for _ in range(3)]
-        threading.Timer(0.02, sched.close).start()
+        _wait_for(lambda: sched.in_flight == 3)  # all three queued or running before the close
+        sched.close()
         results = [f.result() for f in futures]
-    assert len(results) == 3
+    assert len(results) == 3 and backend.batch_sizes == [1, 1, 1]
+
+
+def test_close_past_its_drain_time_fails_queued_requests_as_not_ready(tmp_path: Path) -> None:
+    backend = _backend(tmp_path, delay_ms=300)
+    sched = ModelScheduler(backend, BatchPolicy(enabled=False), batching=False)
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(sched.submit, {"x": np.ones((1, 4), np.float32)}) for _ in range(3)]
+        _wait_for(lambda: sched.in_flight == 3)
+        sched.close(drain_timeout_s=0.05)
+        outcomes = []
+        for future in futures:
+            try:
+                future.result()
+                outcomes.append("ok")
+            except ModelNotReady:
+                outcomes.append("not ready")
+    assert outcomes.count("ok") == 1 and outcomes.count("not ready") == 2
 
 
 @pytest.mark.parametrize("instances", [1, 2])

@@ -1,0 +1,101 @@
+"""Regressions: hostile input never reaches a 500, bad artifacts never leave state behind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from falcon import testing
+
+from edge_runner.errors import ManifestError, ModelLoadError
+from edge_runner.manifest import read_manifest
+from edge_runner.model_manager import ModelManager
+from edge_runner.repository import ModelRepository
+from tests.conftest import write_fake_model
+
+GOOD = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [GOOD], "outputs": [{"name": "logits", "parameters": [1]}]},
+            400,
+            "'parameters' must be an object",
+        ),
+        (
+            "/v2/models/digits/infer",
+            {"inputs": [{"name": "input", "shape": [2**32, 2**32], "datatype": "FP32", "data": []}]},
+            422,
+            "has more than",
+        ),
+        ("/v2/models/digits/versions/%C2%B2/infer", {"inputs": [GOOD]}, 422, "positive integer"),
+        ("/v2/models/tiny-llm/infer", {"inputs": [GOOD]}, 400, "generates text: use /v1/chat/completions"),
+    ],
+)
+def test_hostile_requests_get_precise_4xx(
+    client: testing.TestClient, manager: ModelManager, path: str, body: dict[str, Any], status: int, message: str
+) -> None:
+    if "tiny-llm" in path:
+        pytest.importorskip("llama_cpp")
+        manager.load("tiny-llm")
+    resp = client.simulate_post(path, json=body)
+    assert resp.status_code == status, resp.text
+    assert message in resp.json["error"]
+
+
+def test_load_with_bad_keep_alive_does_not_load(client: testing.TestClient, manager: ModelManager) -> None:
+    manager.unload("digits")
+    resp = client.simulate_post("/v2/repository/models/digits/load", json={"parameters": {"keep_alive": "soon"}})
+    assert resp.status_code == 422
+    assert client.simulate_get("/v2/models/digits/ready").status_code == 503
+
+
+def test_failed_validation_is_counted_as_a_failure(client: testing.TestClient, manager: ModelManager) -> None:
+    client.simulate_post("/v2/models/digits/infer", json={"inputs": [{**GOOD, "datatype": "INT64", "data": [0] * 64}]})
+    stats = client.simulate_get("/v2/models/digits/stats").json["model_stats"][0]
+    assert stats["inference_stats"]["fail"]["count"] == 1
+
+
+def test_manifest_paths_cannot_leave_the_version_folder(tmp_path: Path) -> None:
+    folder = write_fake_model(tmp_path / "src", "evil")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][0]["path"] = "../payload.txt"
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="must be relative and stay inside"):
+        ModelRepository(tmp_path / "repo").add(folder, "evil")
+    with pytest.raises(ManifestError, match="must be relative"):  # what 'models import' reads first
+        read_manifest(folder)
+    assert not (tmp_path / "repo" / "payload.txt").exists() and not (tmp_path / "payload.txt").exists()
+
+
+def test_unexpected_error_while_building_marks_unavailable_and_keeps_serving(
+    tmp_path: Path, make_manager: Callable[..., ModelManager]
+) -> None:
+    repo = tmp_path / "repo"
+    write_fake_model(repo, "bad", batching={"max_batch_size": "eight"})
+    write_fake_model(repo, "good")
+    manager = make_manager(model_repository=str(repo), load_defaults=False)
+    with pytest.raises(ModelLoadError, match="ValueError"):
+        manager.load("bad")
+    assert {r["name"]: r["state"] for r in manager.index()} == {"bad": "UNAVAILABLE", "good": "UNAVAILABLE"}
+    manager.load("good")
+    assert [m.name for m in manager.loaded()] == ["good"]
+
+
+def test_openai_requests_are_counted_in_stats(client: testing.TestClient, manager: ModelManager) -> None:
+    pytest.importorskip("llama_cpp")
+    manager.load("tiny-llm")
+    body = {"model": "tiny-llm", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    assert client.simulate_post("/v1/chat/completions", json=body).status_code == 200
+    streamed = client.simulate_post("/v1/chat/completions", json={**body, "stream": True})
+    assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    too_long = {**body, "messages": [{"role": "user", "content": "word " * 5000}]}
+    assert client.simulate_post("/v1/chat/completions", json=too_long).status_code == 400
+    stats = client.simulate_get("/v2/models/tiny-llm/stats").json["model_stats"][0]["inference_stats"]
+    assert (stats["success"]["count"], stats["fail"]["count"]) == (2, 1)
