@@ -12,6 +12,7 @@ import numpy as np
 
 from edge_runner.datatypes import element_size, from_numpy, to_numpy
 from edge_runner.errors import InvalidInput, MalformedRequest
+from edge_runner.server.body import json_object
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -119,13 +120,7 @@ def parse_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any]
         if header_length < 0 or header_length > len(body):
             raise MalformedRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
         header_bytes, tail = body[:header_length], memoryview(body)[header_length:]
-    try:
-        header = json.loads(header_bytes)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise MalformedRequest("request body must be a JSON object with an 'inputs' list")
-    return header, tail
+    return json_object(header_bytes, empty_ok=False), tail
 
 
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:
