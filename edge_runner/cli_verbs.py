@@ -25,11 +25,18 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 
 def models(args: argparse.Namespace) -> int:
     """``models list|inspect|add|rm|export|import``."""
-    repo = ModelRepository(Path(args.model_repository) if args.model_repository else default_repository_root())
+    from edge_runner.model_manager import DEFAULTS_DIR
+
+    root = Path(args.model_repository) if args.model_repository else default_repository_root()
+    # The embedded defaults are visible (list, inspect, export) but read-only (rm only touches ``root``).
+    repo = ModelRepository(root, extra_roots=[DEFAULTS_DIR])
     if args.action == "list":
-        rows = [{"name": n, "versions": repo.versions(n)} for n in repo.list_models()]
-        text = "\n".join(f"{r['name']:<32} versions {r['versions']}" for r in rows) or f"no models in {repo.root}"
-        _print(rows, args.json, text)
+        rows = [
+            {"name": n, "versions": repo.versions(n), "source": "repository" if (root / n).is_dir() else "embedded"}
+            for n in repo.list_models()
+        ]
+        text = "\n".join(f"{r['name']:<32} versions {r['versions']}  ({r['source']})" for r in rows)
+        _print(rows, args.json, text or f"no models in {root}")
     elif args.action == "inspect":
         manifest = repo.verify(args.name, args.version)
         data = {**manifest.to_json(), "checksums": "ok"}

@@ -35,14 +35,20 @@ def test_models_add_list_inspect_export_import_rm(tmp_path: Path) -> None:
     assert added.returncode == 0, added.stderr
     assert json.loads(added.stdout)["inputs"][0]["name"] == "input"
     listed = json.loads(cli(tmp_path, "models", "--json", "list").stdout)
-    assert listed == [{"name": "mine", "versions": [1]}]
+    assert {"name": "mine", "versions": [1], "source": "repository"} in listed
+    assert {"name": "digits", "versions": [1], "source": "embedded"} in listed
     inspected = json.loads(cli(tmp_path, "models", "--json", "inspect", "mine").stdout)
     assert inspected["checksums"] == "ok"
     bundle = tmp_path / "mine.tar.gz"
     assert cli(tmp_path, "models", "export", "mine", "--out", str(bundle)).returncode == 0
     assert cli(tmp_path, "models", "import", str(bundle), "--name", "copy").returncode == 0
     assert cli(tmp_path, "models", "rm", "mine").returncode == 0
-    assert [m["name"] for m in json.loads(cli(tmp_path, "models", "--json", "list").stdout)] == ["copy"]
+    mine = [
+        m["name"] for m in json.loads(cli(tmp_path, "models", "--json", "list").stdout) if m["source"] != "embedded"
+    ]
+    assert mine == ["copy"]
+    embedded = cli(tmp_path, "models", "rm", "digits")
+    assert embedded.returncode == 1 and "not in the writable repository" in embedded.stderr
 
 
 def test_models_errors_are_one_line_with_exit_codes(tmp_path: Path) -> None:
