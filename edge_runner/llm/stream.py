@@ -82,20 +82,22 @@ class Stream(Iterator[GenerationChunk]):
             self._finished = True
         return item
 
-    def coalesced(self) -> Iterator[GenerationChunk]:
-        """Like iterating, but chunks already waiting are merged into one.
+    def coalesced(self, linger_s: float = 0.002) -> Iterator[GenerationChunk]:
+        """Like iterating, but chunks arriving within ``linger_s`` of the first are merged into one.
 
-        When the engine outpaces the consumer (tiny models, slow clients), each HTTP event then
-        carries several tokens instead of one; at normal speeds every chunk is still sent alone.
+        Tiny models make a token every fraction of a millisecond; one HTTP event per token then costs more
+        than the token (and takes the GIL from the engine thread). Lingering a couple of milliseconds sends
+        a few tokens per event instead; for models slower than that every token still goes out alone.
         """
         while not self._finished:
             first = next(self, None)
             if first is None:
                 return
             parts, last = [first.text], first
+            deadline = time.monotonic() + linger_s
             while last.finish_reason is None:
                 try:
-                    item = self._seq.out.get_nowait()
+                    item = self._seq.out.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if isinstance(item, EdgeRunnerError):
