@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_runner.backends.base import Backend, ModelMetadata
 from edge_runner.manifest import Manifest
-from edge_runner.memory import mapped_files
+from edge_runner.memory import MappedFiles, mapped_files
 from edge_runner.scheduler import ModelScheduler
 from edge_runner.stats import LatencyStats
 
@@ -43,13 +43,13 @@ class LoadedModel:
         """Requests queued or running on this model (scheduler jobs and backend-run streams)."""
         return (self.scheduler.in_flight if self.scheduler else 0) + self.backend.in_flight()
 
-    def footprint(self) -> int:
+    def footprint(self, mapped: MappedFiles | None = None) -> int:
         """Bytes charged to the memory budget: measured anonymous growth + resident mapped weights."""
-        return self.resident_bytes + mapped_files(self.folder).rss_bytes
+        return self.resident_bytes + (mapped or mapped_files(self.folder)).rss_bytes
 
-    def memory(self) -> dict[str, int]:
-        """Resident (measured at load) and mapped (live) bytes."""
-        mapped = mapped_files(self.folder)
+    def memory(self, mapped: MappedFiles | None = None) -> dict[str, int]:
+        """Resident (measured at load) and mapped (live) bytes; pass ``mapped`` when already read."""
+        mapped = mapped or mapped_files(self.folder)
         return {
             "rss_bytes": self.resident_bytes,
             "mapped_bytes": mapped.rss_bytes,

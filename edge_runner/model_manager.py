@@ -25,7 +25,15 @@ from edge_runner.errors import (
 )
 from edge_runner.loaded_model import LoadedModel
 from edge_runner.manifest import Manifest, verify_files
-from edge_runner.memory import Resident, estimate_load_bytes, mapped_files, plan_evictions, process_rss, resolve_budget
+from edge_runner.memory import (
+    Resident,
+    estimate_load_bytes,
+    mapped_by_folder,
+    mapped_files,
+    plan_evictions,
+    process_rss,
+    resolve_budget,
+)
 from edge_runner.metrics import Metrics
 from edge_runner.profiles import Profile
 from edge_runner.repository import ModelRepository, select_versions
@@ -144,7 +152,9 @@ class ModelManager:
     def _make_room(self, name: str, version: int, manifest: Manifest) -> None:
         need = estimate_load_bytes(sum(f.size for f in manifest.files), self.settings.use_mmap)
         with self._lock:
-            residents = [Resident(k, e.footprint(), not e.busy, e.last_used) for k, e in self._models.items()]
+            entries = list(self._models.items())
+        mapped = mapped_by_folder([e.folder for _, e in entries])
+        residents = [Resident(k, e.footprint(mapped[e.folder]), not e.busy, e.last_used) for k, e in entries]
         try:
             evict = plan_evictions(residents, need, self.budget)
         except ValueError as exc:
@@ -353,7 +363,9 @@ class ModelManager:
         """What ``ps`` and /api/ps show for each loaded model."""
         now = time.monotonic()
         rows = []
-        for e in sorted(self.loaded(), key=lambda m: (m.name, m.version)):
+        entries = sorted(self.loaded(), key=lambda m: (m.name, m.version))
+        mapped = mapped_by_folder([e.folder for e in entries])
+        for e in entries:
             rows.append(
                 {
                     "name": e.name,
@@ -361,7 +373,7 @@ class ModelManager:
                     "backend": e.backend.name,
                     "device": e.metadata.device,
                     "selection": [s.to_json() for s in e.metadata.selection],
-                    "memory": e.memory(),
+                    "memory": e.memory(mapped[e.folder]),
                     "idle_s": round(now - e.last_used, 1),
                     "busy": e.busy,
                     "keep_alive": "forever" if e.keep_alive_s < 0 else f"{e.keep_alive_s:g}s",

@@ -238,6 +238,7 @@ def _with_onnx_signature(folder: Path, manifest: Manifest) -> Manifest:
         import onnx
     except ImportError:
         return manifest
+    from edge_runner.datatypes import from_numpy
     from edge_runner.manifest import TensorSpec
 
     model = onnx.load(str(folder / manifest.primary_file), load_external_data=False)
@@ -252,8 +253,6 @@ def _with_onnx_signature(folder: Path, manifest: Manifest) -> Manifest:
             ttype = value.type.tensor_type  # type: ignore[attr-defined]
             dims = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in ttype.shape.dim)
             np_type = onnx.helper.tensor_dtype_to_np_dtype(ttype.elem_type)
-            from edge_runner.datatypes import from_numpy
-
             out.append(TensorSpec(name, from_numpy(np_type), dims))
         return tuple(out)
 

@@ -64,6 +64,13 @@ class _Base:
         return entry
 
 
+def _close(stream: Iterator[GenerationChunk]) -> None:
+    """Cancel a generation (frees its slot); a no-op when already finished or not cancellable."""
+    close = getattr(stream, "close", None)
+    if close is not None:
+        close()
+
+
 def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
@@ -91,9 +98,7 @@ def _event_stream(
         message = getattr(exc, "message", "generation failed; see the server log")
         yield _sse({"error": {"message": message, "type": "server_error", "code": getattr(exc, "code", None)}})
     finally:
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
+        _close(stream)
         on_end(status)
 
 
@@ -132,9 +137,7 @@ class _GenerationResource(_Base):
             status = exc.code
             raise
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
+            _close(stream)
             on_end(status)
 
 

@@ -13,6 +13,8 @@ from converters.cli import build_parser, main
 
 pytest.importorskip("torch")
 
+DIGITS_ONNX = Path(__file__).resolve().parents[2] / "edge_runner" / "defaults" / "digits" / "1" / "model.onnx"
+
 
 def _leftovers(out: Path) -> list[Path]:
     return [p for p in out.parent.iterdir() if p.name.startswith((out.name, f".{out.name}"))]
@@ -159,16 +161,14 @@ def test_gguf_handoff_rejects_non_hf_sources(convert, torch_zoo, tmp_path):
 def test_gguf_quantization_for_other_targets_is_refused(tmp_path: Path) -> None:
     from converters.cli import main
 
-    digits = Path(__file__).resolve().parents[2] / "edge_runner" / "defaults" / "digits" / "1" / "model.onnx"
-    assert main([str(digits), "--to", "onnx", "--quantize", "q4_k_m", "--out", str(tmp_path / "o")]) == 2
+    assert main([str(DIGITS_ONNX), "--to", "onnx", "--quantize", "q4_k_m", "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
 
 
 def test_runtime_failure_is_one_line_without_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from converters.cli import main
 
-    digits = Path(__file__).resolve().parents[2] / "edge_runner" / "defaults" / "digits" / "1" / "model.onnx"
-    code = main([str(digits), "--to", "onnx", "--quantize", "int8", "--out", str(tmp_path / "o")])
+    code = main([str(DIGITS_ONNX), "--to", "onnx", "--quantize", "int8", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert code == 1 and "already quantized" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.tmp-*"))

@@ -170,3 +170,19 @@ def test_replaced_model_never_reuses_a_stale_optimized_graph(
     second = make_manager(model_repository=str(tmp_path / "repo"), load_defaults=False)
     second.load("m")
     assert second.infer("m", None, x, {}, None)[1]["y"].tolist() == [[-1, -1, -1, -1]]
+
+
+def test_one_smaps_read_attributes_mappings_to_each_folder(tmp_path: Path) -> None:
+    import mmap
+
+    from edge_runner.memory import mapped_by_folder
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "w.bin").write_bytes(b"\1" * 3 * mmap.PAGESIZE)
+    with (tmp_path / "a" / "w.bin").open("rb") as fh, mmap.mmap(fh.fileno(), 0, prot=mmap.PROT_READ) as view:
+        assert view[0] == 1  # touch one page
+        both = mapped_by_folder([tmp_path / "a", tmp_path / "b"])
+        assert both[tmp_path / "a"].size_bytes == 3 * mmap.PAGESIZE and both[tmp_path / "a"].rss_bytes > 0
+        assert both[tmp_path / "b"] == mapped_files(tmp_path / "b") and both[tmp_path / "b"].size_bytes == 0
+        assert both[tmp_path / "a"] == mapped_files(tmp_path / "a")
