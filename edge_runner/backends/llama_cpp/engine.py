@@ -1,0 +1,269 @@
+"""Continuous batching on llama.cpp: one engine thread per loaded model, one sequence id per stream.
+
+Each step builds one ``llama_batch`` holding the next token of every generating sequence plus as
+many prompt tokens of newly admitted sequences as fit, runs one ``llama_decode`` and samples each
+sequence from its own logits row with its own sampler chain. Requests join and leave between steps,
+so a long generation never blocks a new one behind a lock.
+
+Slots are bounded (``n_slots`` = the context's ``n_seq_max``); beyond them up to ``max_queue``
+requests wait, then ``submit`` raises ``Overloaded``. A finished slot keeps its KV cache: a new
+request whose prompt shares a prefix with it is admitted there and only decodes the rest.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from edge_runner.backends.llama_cpp.native import Batch, NativeModel
+from edge_runner.backends.llama_cpp.sampling import Sampler
+from edge_runner.backends.llama_cpp.stream import Sequence, Stream
+from edge_runner.backends.llama_cpp.text import TextAssembler, common_prefix_len
+from edge_runner.core.errors import EdgeRunnerError, InferenceError, InvalidInput, Overloaded
+from edge_runner.core.generation import SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Slot:
+    """A llama.cpp sequence id and the tokens its KV cache holds."""
+
+    seq_id: int
+    cache: list[int] = field(default_factory=list)
+    seq: Sequence | None = None
+
+
+@dataclass
+class EngineStats:
+    """Counters for metrics and ``ps``."""
+
+    requests: int = 0
+    rejected: int = 0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    generated_tokens: int = 0
+    decode_calls: int = 0
+    #: time to first token, summed over requests (divide by ``first_tokens`` for the mean)
+    ttft_total_s: float = 0.0
+    first_tokens: int = 0
+
+
+class LlmEngine:
+    """Owns a ``NativeModel`` context and drives all its sequences from one thread."""
+
+    def __init__(
+        self, native: NativeModel, max_queue: int = 16, on_first_token: Callable[[float], None] | None = None
+    ) -> None:
+        self.native = native
+        self.on_first_token = on_first_token
+        self.n_slots = native.settings.n_slots
+        self.max_queue = max_queue
+        self.slots = [Slot(i) for i in range(self.n_slots)]
+        self.stats = EngineStats()
+        self._batch = Batch(native, native.settings.n_batch)
+        self._waiting: collections.deque[Sequence] = collections.deque()
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def max_seq_len(self) -> int:
+        """Tokens one sequence may hold (prompt + completion)."""
+        return self.native.n_ctx_seq
+
+    def submit(self, prompt: list[int], params: SamplingParams) -> Stream:
+        """Queue a request; raise InvalidInput for a prompt that cannot fit, Overloaded when full."""
+        if not prompt:
+            raise InvalidInput("the prompt is empty after tokenization")
+        if len(prompt) >= self.max_seq_len:
+            raise InvalidInput(
+                f"the prompt is {len(prompt)} tokens; this model's context is {self.max_seq_len} tokens "
+                "(raise --max-seq-len or shorten the prompt)"
+            )
+        seq = Sequence(prompt=list(prompt), params=params, assembler=TextAssembler(params.stop))
+        with self._cond:
+            if self._stopping:
+                raise InferenceError("the model is unloading")
+            if self._inflight >= self.n_slots + self.max_queue:
+                self.stats.rejected += 1
+                raise Overloaded(
+                    f"{self._inflight} generation requests in flight ({self.n_slots} slots, queue of "
+                    f"{self.max_queue}); retry later",
+                    retry_after_s=1,
+                )
+            self._inflight += 1
+            self.stats.requests += 1
+            self._waiting.append(seq)
+            self._cond.notify()
+        return Stream(seq)
+
+    def load(self) -> dict[str, int]:
+        """Active and waiting request counts (for metrics and admission decisions)."""
+        with self._cond:
+            active = sum(1 for s in self.slots if s.seq is not None)
+            return {"active": active, "waiting": len(self._waiting), "slots": self.n_slots}
+
+    def close(self) -> None:
+        """Stop the thread, fail whatever is still running, free the batch. Idempotent."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=30)
+        self._fail_all(InferenceError("the model was unloaded while generating"))
+        self._batch.free()
+
+    # -- engine thread -------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._stopping and not self._waiting and not self._any_active():
+                        self._cond.wait()
+                    if self._stopping:
+                        return
+                    admitted = self._admit_locked()
+                for seq in admitted:
+                    self._prepare(seq)
+                self._step()
+        except Exception as exc:  # a crash must end every stream, never hang a client
+            log.exception("LLM engine thread crashed")
+            with self._cond:
+                self._stopping = True  # later submits fail at once instead of queueing for a dead thread
+            self._fail_all(InferenceError(f"generation engine failed: {exc}"))
+
+    def _any_active(self) -> bool:
+        return any(slot.seq is not None for slot in self.slots)
+
+    def _admit_locked(self) -> list[Sequence]:
+        """Move waiting requests into free slots, preferring the slot with the longest shared prefix."""
+        admitted = []
+        free = [slot for slot in self.slots if slot.seq is None]
+        while self._waiting and free:
+            seq = self._waiting.popleft()
+            if seq.cancelled:
+                self._inflight -= 1
+                seq.release()
+                continue
+            slot = max(free, key=lambda s: common_prefix_len(s.cache, seq.prompt))
+            free.remove(slot)
+            slot.seq = seq
+            admitted.append(seq)
+        return admitted
+
+    def _slot_of(self, seq: Sequence) -> Slot:
+        return next(slot for slot in self.slots if slot.seq is seq)
+
+    def _prepare(self, seq: Sequence) -> None:
+        """Reuse the slot's cached prefix, drop the rest of its KV, build the sampler."""
+        slot = self._slot_of(seq)
+        keep = min(common_prefix_len(slot.cache, seq.prompt), len(seq.prompt) - 1)
+        keep = self.native.forget(slot.seq_id, keep)
+        slot.cache = slot.cache[:keep]
+        seq.pending = seq.prompt[keep:]
+        seq.cached_tokens = keep
+        self.stats.prompt_tokens += len(seq.prompt)
+        self.stats.cached_tokens += keep
+        try:
+            seq.sampler = Sampler(self.native, seq.params)
+        except RuntimeError as exc:
+            self._end(slot, error=InvalidInput(str(exc)))
+
+    def _step(self) -> None:
+        """One llama_decode over every active sequence; then sample each one that has logits."""
+        batch = self._batch
+        batch.clear()
+        wants: list[tuple[Slot, int]] = []
+        for slot in self.slots:
+            seq = slot.seq
+            if seq is None:
+                continue
+            if seq.cancelled:
+                self._end(slot, reason="cancelled")
+            elif not seq.pending:
+                wants.append((slot, batch.add(seq.last_token, len(slot.cache), slot.seq_id, True)))
+                slot.cache.append(seq.last_token)
+        for slot in self.slots:
+            seq = slot.seq
+            if seq is None or not seq.pending or batch.n >= batch.capacity:
+                continue
+            take = seq.pending[: batch.capacity - batch.n]
+            seq.pending = seq.pending[len(take) :]
+            last, index = False, -1
+            for j, token in enumerate(take):
+                last = not seq.pending and j == len(take) - 1
+                index = batch.add(token, len(slot.cache), slot.seq_id, last)
+                slot.cache.append(token)
+            if last:
+                wants.append((slot, index))
+        if batch.n == 0:
+            return
+        self._decode(wants)
+
+    def _decode(self, wants: list[tuple[Slot, int]]) -> None:
+        try:
+            self._batch.decode()
+        except InferenceError as exc:
+            for slot in self.slots:
+                if slot.seq is not None:
+                    self.native.forget(slot.seq_id, 0)
+                    slot.cache = []
+                    self._end(slot, error=exc)
+            return
+        self.stats.decode_calls += 1
+        for slot, index in wants:
+            seq = slot.seq
+            if seq is not None and seq.sampler is not None:
+                self._on_token(slot, seq, seq.sampler.sample(self.native.ctx, index))
+
+    def _on_token(self, slot: Slot, seq: Sequence, token: int) -> None:
+        seq.completion_tokens += 1
+        self.stats.generated_tokens += 1
+        if seq.completion_tokens == 1:
+            ttft = time.monotonic() - seq.submitted_at
+            self.stats.ttft_total_s += ttft
+            self.stats.first_tokens += 1
+            if self.on_first_token is not None:
+                self.on_first_token(ttft)
+        if self.native.is_eog(token) and not seq.params.ignore_eos:
+            seq.completion_tokens -= 1  # the end marker is not part of the completion text
+            self._end(slot, reason="stop")
+            return
+        text = seq.assembler.feed(self.native.piece(token))
+        if seq.assembler.stopped:
+            self._end(slot, reason="stop", text=text)
+        elif seq.completion_tokens >= seq.params.max_tokens or len(slot.cache) + 1 >= self.max_seq_len:
+            self._end(slot, reason="length", text=text)
+        else:
+            seq.last_token = token
+            seq.emit(text)
+
+    def _end(self, slot: Slot, reason: str = "stop", text: str = "", error: EdgeRunnerError | None = None) -> None:
+        """Finish the slot's sequence and free the slot (its KV cache stays for prefix reuse)."""
+        seq = slot.seq
+        if seq is None:
+            return
+        with self._cond:  # free the slot first: once a client has its last chunk, the slot is free
+            slot.seq = None
+            self._inflight -= 1
+        if error is not None:
+            seq.fail(error)
+        else:
+            seq.finish(reason, text + seq.assembler.flush())
+
+    def _fail_all(self, error: EdgeRunnerError) -> None:
+        for slot in self.slots:
+            self._end(slot, error=error)
+        with self._cond:
+            while self._waiting:
+                seq = self._waiting.popleft()
+                seq.fail(error)
+                self._inflight -= 1

@@ -1,0 +1,129 @@
+"""The serve loop: build the manager, load models, run waitress, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from edge_runner.config.profiles import Profile
+from edge_runner.config.settings import Settings
+from edge_runner.core.errors import EdgeRunnerError
+from edge_runner.core.paths import DEFAULTS_DIR
+from edge_runner.repository.store import ModelRepository
+from edge_runner.server.ops import AdmissionMiddleware
+from edge_runner.serving.metrics import Metrics
+from edge_runner.serving.model_manager import ModelManager
+
+log = logging.getLogger("edge_runner.cli.serve")
+
+DRAIN_TIMEOUT_S = 20.0
+
+
+def build_manager(settings: Settings, profile: Profile, metrics: Metrics | None = None) -> ModelManager:
+    """Repository (+ embedded defaults) or the single external model of the seed form."""
+    external: dict[str, Path] = {}
+    if settings.model_path:
+        external[settings.model_name or Path(settings.model_path).stem] = Path(settings.model_path)
+    extra = [DEFAULTS_DIR] if settings.load_defaults and not external else []
+    repository = ModelRepository(settings.repository_root(), extra_roots=extra)
+    removed = repository.cleanup_stale()
+    if removed:
+        log.warning("removed %d unfinished import(s) left by a crash: %s", len(removed), removed)
+    return ModelManager(settings, repository, profile, external, metrics)
+
+
+def load_startup_models(manager: ModelManager, names: tuple[str, ...]) -> list[str]:
+    """Load the named models (all when empty); a failing model is logged and skipped. Returns failures."""
+    failures = []
+    for name in names or tuple(manager.model_names()):
+        try:
+            manager.load(name)
+        except EdgeRunnerError as exc:
+            failures.append(f"{name}: {exc.message}")
+            log.error("not serving %s: %s", name, exc.message)
+    return failures
+
+
+def _drain_then_interrupt(manager: ModelManager, inflight: AdmissionMiddleware, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        busy = inflight.in_flight + sum(m.in_flight() for m in manager.loaded())
+        if busy == 0:
+            break
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def _sigterm_handler(
+    server: Any, manager: ModelManager, state: dict[str, bool], inflight: AdmissionMiddleware
+) -> Callable[[int, FrameType | None], None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if state.get("draining"):
+            return
+        log.info("SIGTERM: no longer accepting connections; draining in-flight requests (max %.0fs)", DRAIN_TIMEOUT_S)
+        state["draining"] = True
+        inflight.draining = True
+        server.accepting = False
+        threading.Thread(
+            target=_drain_then_interrupt, daemon=True, args=(manager, inflight, time.monotonic() + DRAIN_TIMEOUT_S)
+        ).start()
+
+    return handler
+
+
+def _reap_forever(manager: ModelManager, state: dict[str, bool], interval_s: float = 1.0) -> None:
+    """Unload models idle past their keep-alive until shutdown."""
+    while not state.get("draining"):
+        manager.reap_idle()
+        time.sleep(interval_s)
+
+
+def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit code."""
+    import waitress
+
+    from edge_runner.server.app import create_app
+
+    metrics = Metrics() if settings.enable_metrics else None
+    manager = build_manager(settings, profile, metrics)
+    state: dict[str, bool] = {"ready": False}
+    inflight = AdmissionMiddleware(settings.max_concurrent_requests, metrics)
+    app = create_app(manager, settings, state, admission=inflight)
+    server = waitress.create_server(
+        app,
+        host=settings.host,
+        port=settings.port,
+        threads=settings.http_threads,
+        max_request_body_size=settings.max_body_bytes + 1,
+        ident="edge-runner",
+        clear_untrusted_proxy_headers=True,
+    )
+    port = int(server.effective_port)
+    print(f"edge-runner listening on http://{settings.host}:{port} (profile {profile.name})", flush=True)
+    if ready_file is not None:
+        ready_file.write_text(str(port))
+    failures = load_startup_models(manager, settings.models)
+    state["ready"] = True
+    loaded = ", ".join(f"{m.name}:v{m.version} [{m.backend.name}/{m.metadata.device}]" for m in manager.loaded())
+    print(
+        f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""), flush=True
+    )
+    signal.signal(signal.SIGTERM, _sigterm_handler(server, manager, state, inflight))
+    # The drain ends by sending ourselves SIGINT; a shell may have started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        manager.close()
+    print("edge-runner stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,23 @@
+"""JSON request bodies: one parser for every protocol (v2 infer headers, OpenAI, repository calls)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from edge_runner.core.errors import MalformedRequest
+
+
+def json_object(body: bytes, empty_ok: bool = True) -> dict[str, Any]:
+    """Parse a JSON object; an empty body is ``{}`` when ``empty_ok``."""
+    if not body.strip():
+        if empty_ok:
+            return {}
+        raise MalformedRequest("the request body is empty; send a JSON object")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise MalformedRequest("request body must be a JSON object")
+    return data

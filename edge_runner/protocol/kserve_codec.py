@@ -1,0 +1,222 @@
+"""KServe v2 request/response encoding: JSON tensors and the binary tensor extension."""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_runner.core.datatypes import element_size, from_numpy, to_numpy
+from edge_runner.core.errors import InvalidInput, MalformedRequest
+from edge_runner.protocol.json_body import json_object
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+@dataclass
+class InferRequest:
+    """A decoded infer request: named arrays, requested outputs and their binary flags."""
+
+    id: str | None
+    inputs: dict[str, np.ndarray]
+    input_datatypes: dict[str, str]
+    outputs: list[str] | None
+    binary_outputs: set[str] = field(default_factory=set)
+    binary_default: bool = False
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _deserialize_bytes(buf: bytes, count: int, name: str) -> np.ndarray:
+    items: list[bytes] = []
+    offset = 0
+    while offset < len(buf):
+        if offset + 4 > len(buf):
+            raise InvalidInput(f"input {name!r}: truncated BYTES element length prefix")
+        (length,) = struct.unpack_from("<I", buf, offset)
+        offset += 4
+        if offset + length > len(buf):
+            raise InvalidInput(f"input {name!r}: BYTES element of {length} bytes runs past the data")
+        items.append(buf[offset : offset + length])
+        offset += length
+    if len(items) != count:
+        raise InvalidInput(f"input {name!r}: {len(items)} BYTES elements in binary data, shape needs {count}")
+    return np.array(items, dtype=np.object_)
+
+
+def serialize_bytes(array: np.ndarray) -> bytes:
+    """Length-prefixed concatenation used by the binary extension for BYTES tensors."""
+    parts = []
+    for item in array.reshape(-1):
+        raw = item if isinstance(item, bytes) else str(item).encode("utf-8")
+        parts.append(struct.pack("<I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def _bf16_from_floats(values: np.ndarray) -> np.ndarray:
+    bits = values.astype(np.float32).view(np.uint32)
+    return (bits >> 16).astype(np.uint16)
+
+
+MAX_ELEMENTS = 1 << 31  # per tensor; the body limit usually bites long before this
+
+
+def _shape(raw: Any, name: str) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+        raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
+    if math.prod(raw) > MAX_ELEMENTS:  # Python ints: no silent overflow as with np.prod
+        raise InvalidInput(f"input {name!r}: shape {raw} has more than {MAX_ELEMENTS} elements")
+    return tuple(raw)
+
+
+def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    try:
+        if datatype == "BYTES":
+            flat = np.array(data, dtype=np.object_).reshape(-1)
+            array = np.array([v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in flat], dtype=np.object_)
+        elif datatype == "BF16":
+            array = _bf16_from_floats(np.asarray(data, dtype=np.float32).reshape(-1))
+        elif datatype == "BOOL":
+            array = np.asarray(data).reshape(-1)
+            if array.size and array.dtype != np.bool_:
+                raise InvalidInput(f"input {name!r}: BOOL data must be true/false, got {array.dtype.name} values")
+            array = array.astype(np.bool_)
+        else:
+            array = np.asarray(data).reshape(-1)
+            if array.size and array.dtype.kind not in "iufb":
+                raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {array.dtype.name}")
+            if array.size and array.dtype.kind == "f" and to_numpy(datatype).kind in "iu":
+                raise InvalidInput(f"input {name!r}: {datatype} data must be integers, got floating-point values")
+            array = array.astype(to_numpy(datatype))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from None
+    if array.size != count:
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} needs {count} elements, data has {array.size}")
+    return array.reshape(shape)
+
+
+def _from_binary(buf: memoryview, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return _deserialize_bytes(bytes(buf), count, name).reshape(shape)
+    expected = count * element_size(datatype)
+    if len(buf) != expected:
+        raise InvalidInput(
+            f"input {name!r}: binary_data_size is {len(buf)} bytes, but shape {list(shape)} of "
+            f"{datatype} needs {expected}"
+        )
+    return np.frombuffer(buf, dtype=to_numpy(datatype)).reshape(shape).copy()
+
+
+def parse_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any], memoryview]:
+    """Split the body into the JSON header and the binary tail."""
+    if header_length is None:
+        header_bytes, tail = body, memoryview(b"")
+    else:
+        if header_length < 0 or header_length > len(body):
+            raise MalformedRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
+        header_bytes, tail = body[:header_length], memoryview(body)[header_length:]
+    return json_object(header_bytes, empty_ok=False), tail
+
+
+def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+    """Decode a v2 infer request (JSON, optionally followed by binary tensors)."""
+    header, tail = parse_header(body, header_length)
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list) or not raw_inputs:
+        raise MalformedRequest("'inputs' must be a non-empty list of {name, shape, datatype, data} objects")
+    inputs: dict[str, np.ndarray] = {}
+    datatypes: dict[str, str] = {}
+    offset = 0
+    for raw in raw_inputs:
+        if not isinstance(raw, dict) or not isinstance(raw.get("name"), str):
+            raise MalformedRequest("each input needs a string 'name'")
+        name = raw["name"]
+        if name in inputs:
+            raise MalformedRequest(f"input {name!r} appears twice")
+        datatype = raw.get("datatype")
+        if not isinstance(datatype, str):
+            raise MalformedRequest(f"input {name!r}: 'datatype' is required (e.g. FP32, INT64, BYTES)")
+        to_numpy(datatype)
+        shape = _shape(raw.get("shape"), name)
+        params = raw.get("parameters") or {}
+        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+                raise InvalidInput(
+                    f"input {name!r}: binary_data_size {size} exceeds the {len(tail) - offset} "
+                    "binary bytes left in the body"
+                )
+            inputs[name] = _from_binary(tail[offset : offset + size], datatype, shape, name)
+            offset += size
+        elif "data" in raw:
+            inputs[name] = _from_json_data(raw["data"], datatype, shape, name)
+        else:
+            raise MalformedRequest(f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+        datatypes[name] = datatype
+    if offset != len(tail):
+        raise InvalidInput(f"body has {len(tail) - offset} binary bytes not claimed by any input's binary_data_size")
+    return _with_outputs(header, inputs, datatypes)
+
+
+def _with_outputs(header: dict[str, Any], inputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> InferRequest:
+    params = header.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise MalformedRequest("'parameters' must be an object")
+    request = InferRequest(
+        id=str(header["id"]) if "id" in header else None,
+        inputs=inputs,
+        input_datatypes=datatypes,
+        outputs=None,
+        binary_default=bool(params.get("binary_data_output", False)),
+        parameters=params,
+    )
+    raw_outputs = header.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list) or not all(isinstance(o, dict) and "name" in o for o in raw_outputs):
+            raise MalformedRequest("'outputs' must be a list of {name, parameters} objects")
+        request.outputs = [str(o["name"]) for o in raw_outputs]
+        for out in raw_outputs:
+            oparams = out.get("parameters") or {}
+            if not isinstance(oparams, dict):
+                raise MalformedRequest(f"output {out['name']!r}: 'parameters' must be an object")
+            if oparams.get("binary_data", request.binary_default):
+                request.binary_outputs.add(str(out["name"]))
+    return request
+
+
+def _json_data(array: np.ndarray, datatype: str) -> list[Any]:
+    flat = array.reshape(-1)
+    if datatype == "BYTES":
+        return [v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v) for v in flat]
+    if datatype == "BF16":
+        return list((flat.astype(np.uint32) << 16).view(np.float32).tolist())
+    return list(flat.tolist())
+
+
+def encode_response(
+    model: str, version: str, request: InferRequest, results: dict[str, np.ndarray], datatypes: dict[str, str]
+) -> tuple[bytes, int | None]:
+    """Encode outputs as JSON, appending binary tensors when asked; returns (body, json header length)."""
+    outputs, blobs = [], []
+    for name, array in results.items():
+        datatype = datatypes.get(name) or from_numpy(array.dtype)
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if name in request.binary_outputs or (request.outputs is None and request.binary_default):
+            blob = serialize_bytes(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
+            entry["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            entry["data"] = _json_data(array, datatype)
+        outputs.append(entry)
+    response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
+    if request.id is not None:
+        response["id"] = request.id
+    header = json.dumps(response, separators=(",", ":")).encode("utf-8")
+    if not blobs:
+        return header, None
+    return header + b"".join(blobs), len(header)

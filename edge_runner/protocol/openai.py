@@ -1,0 +1,202 @@
+"""OpenAI request parsing and response shaping, free of HTTP: the routes stay thin.
+
+Parsing turns a decoded JSON body into our ``GenerationRequest`` (raising ``MalformedRequest`` with
+the offending field named); shaping turns ``GenerationChunk``s into the ``chat.completion``,
+``chat.completion.chunk`` and ``text_completion`` objects the official client expects.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from edge_runner.core.errors import InvalidInput, MalformedRequest
+from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
+
+MAX_STOP_STRINGS = 4
+
+
+def _content(message: dict[str, Any]) -> str:
+    """OpenAI content may be a string or a list of parts; only text parts are supported."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise InvalidInput("only text content parts are supported by this model")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise InvalidInput("message content must be a string or a list of text parts")
+
+
+def normalize_messages(messages: Sequence[Any]) -> list[dict[str, str]]:
+    """Validate OpenAI chat messages and flatten their content to strings."""
+    if not messages:
+        raise InvalidInput("'messages' must be a non-empty list")
+    out = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            raise InvalidInput(f"messages[{i}] must be an object with a string 'role'")
+        out.append({"role": message["role"], "content": _content(message)})
+    return out
+
+
+def _number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = body.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise MalformedRequest(f"'{key}' must be a number between {low} and {high}")
+    return float(value)
+
+
+def _max_tokens(body: dict[str, Any], limit: int) -> int:
+    value = body.get("max_completion_tokens", body.get("max_tokens"))
+    if value is None:
+        return limit
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise MalformedRequest("'max_tokens' must be a positive integer")
+    return min(value, limit)
+
+
+def _stop(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops) or len(stops) > MAX_STOP_STRINGS:
+        raise MalformedRequest(f"'stop' must be a string or a list of up to {MAX_STOP_STRINGS} strings")
+    return tuple(stops)
+
+
+def _json_mode(body: dict[str, Any]) -> bool:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return False
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind not in ("text", "json_object", "json_schema"):
+        raise MalformedRequest("'response_format.type' must be 'text', 'json_object' or 'json_schema'")
+    return bool(kind != "text")
+
+
+def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams:
+    """Sampling settings of an OpenAI body; ``max_new_tokens`` caps ``max_tokens``."""
+    if body.get("n", 1) != 1:
+        raise MalformedRequest("only 'n': 1 is supported")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise MalformedRequest("'seed' must be an integer")
+    return SamplingParams(
+        max_tokens=_max_tokens(body, max(1, max_new_tokens)),
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
+        seed=seed,
+        stop=_stop(body),
+        json_mode=_json_mode(body),
+        ignore_eos=bool(body.get("ignore_eos", False)),
+    )
+
+
+def chat_request(body: dict[str, Any], max_new_tokens: int) -> GenerationRequest:
+    """``/v1/chat/completions`` body -> GenerationRequest."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise MalformedRequest("'messages' must be a list of {role, content} objects")
+    return GenerationRequest(messages=tuple(normalize_messages(messages)), params=sampling_params(body, max_new_tokens))
+
+
+def completion_request(body: dict[str, Any], max_new_tokens: int) -> GenerationRequest:
+    """``/v1/completions`` body -> GenerationRequest (one string prompt)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise MalformedRequest("'prompt' must be a string (or a list holding one string)")
+    if body.get("echo"):
+        raise MalformedRequest("'echo' is not supported")
+    return GenerationRequest(prompt=prompt, params=sampling_params(body, max_new_tokens))
+
+
+def stream_options(body: dict[str, Any]) -> bool:
+    """Whether a streamed answer ends with a usage chunk."""
+    options = body.get("stream_options") or {}
+    return bool(isinstance(options, dict) and options.get("include_usage"))
+
+
+class Responder:
+    """Builds the response objects of one request (shared id, timestamp and model name)."""
+
+    def __init__(self, model: str, chat: bool) -> None:
+        self.model = model
+        self.chat = chat
+        self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        self.created = int(time.time())
+
+    def _envelope(self, obj: str, choices: list[dict[str, Any]], usage: Usage | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+        body["choices"] = choices
+        body["system_fingerprint"] = "edge-runner"
+        if usage is not None:
+            body["usage"] = usage.to_openai()
+        return body
+
+    def complete(self, chunks: Iterator[GenerationChunk]) -> dict[str, Any]:
+        """Drain the stream into one non-streaming response."""
+        parts, reason, usage = [], "stop", Usage()
+        for chunk in chunks:
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                reason, usage = chunk.finish_reason, chunk.usage or usage
+        text = "".join(parts)
+        if self.chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+            return self._envelope("chat.completion", [{**choice, "logprobs": None}], usage)
+        choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
+        return self._envelope("text_completion", [choice], usage)
+
+    def chunk(self, text: str | None, reason: str | None = None, first: bool = False) -> dict[str, Any]:
+        """One streamed chunk object."""
+        if self.chat:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
+            if text:
+                delta["content"] = text
+            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+            return self._envelope("chat.completion.chunk", [choice], None)
+        choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
+        return self._envelope("text_completion", [choice], None)
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        """The final chunk of ``stream_options.include_usage``: no choices, just usage."""
+        return self._envelope("chat.completion.chunk" if self.chat else "text_completion", [], usage)
+
+
+def embedding_texts(body: dict[str, Any]) -> list[str]:
+    """``input`` of ``/v1/embeddings``: a string or a non-empty list of strings."""
+    data = body.get("input")
+    texts = [data] if isinstance(data, str) else data
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise MalformedRequest("'input' must be a string or a non-empty list of strings (token arrays unsupported)")
+    if any(not t for t in texts):
+        raise MalformedRequest("'input' strings must not be empty")
+    return texts
+
+
+def embeddings_response(model: str, vectors: np.ndarray, encoding: str, prompt_tokens: int) -> dict[str, Any]:
+    """The ``list`` of ``embedding`` objects, as floats or base64 little-endian float32."""
+    if encoding not in ("float", "base64"):
+        raise MalformedRequest("'encoding_format' must be 'float' or 'base64'")
+    data = []
+    for index, row in enumerate(np.asarray(vectors, dtype="<f4")):
+        value: Any = base64.b64encode(row.tobytes()).decode() if encoding == "base64" else row.tolist()
+        data.append({"object": "embedding", "index": index, "embedding": value})
+    usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
+    return {"object": "list", "data": data, "model": model, "usage": usage}

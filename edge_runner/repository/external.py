@@ -1,0 +1,53 @@
+"""Models served straight from a path (the seed's ``--model-name N --model-path P`` form).
+
+The path may be a version folder with ``manifest.json``, a model folder with
+numbered versions, a single artifact file, or a folder holding one artifact.
+Artifacts without a manifest get one synthesized in memory; nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from edge_runner.core.errors import ManifestError
+from edge_runner.core.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
+
+_FORMAT_BY_SUFFIX = {".onnx": "onnx", ".ort": "ort", ".gguf": "gguf", ".xml": "openvino", ".tflite": "tflite"}
+
+
+def _artifact(folder: Path) -> Path:
+    found = sorted(p for p in folder.iterdir() if p.suffix in _FORMAT_BY_SUFFIX)
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise ManifestError(
+            f"{folder}: expected exactly one model file ({', '.join(_FORMAT_BY_SUFFIX)}) or a "
+            f"manifest.json, found {names}"
+        )
+    return found[0]
+
+
+def manifest_for_path(path: Path, name: str) -> tuple[Path, Manifest]:
+    """(folder, manifest) for a user-given path; raises ManifestError when it is not a model."""
+    path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"--model-path {path} does not exist")
+    if path.is_dir():
+        if (path / MANIFEST_NAME).is_file():
+            return path, replace(read_manifest(path), name=name)
+        versions = sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+        if versions and (path / str(versions[-1]) / MANIFEST_NAME).is_file():
+            folder = path / str(versions[-1])
+            return folder, replace(read_manifest(folder), name=name)
+        path = _artifact(path)
+    fmt = _FORMAT_BY_SUFFIX.get(path.suffix)
+    if fmt is None:
+        raise ManifestError(f"{path}: unknown model file type; expected one of {', '.join(_FORMAT_BY_SUFFIX)}")
+    files = [FileEntry(path.name, "", path.stat().st_size)]
+    if fmt == "openvino" and path.with_suffix(".bin").is_file():
+        files.append(FileEntry(path.with_suffix(".bin").name, "", path.with_suffix(".bin").stat().st_size))
+    task = "text-generation" if fmt == "gguf" else ""
+    manifest = Manifest(
+        name=name, version=1, format=fmt, files=tuple(files), task=task, source={"path": str(path.resolve())}
+    )
+    return path.parent, manifest

@@ -1,0 +1,119 @@
+"""``ModelService``: the one interface every HTTP route (and the ``run`` verb) serves models through.
+
+``ModelManager`` implements it. Each of ``infer``, ``generate`` and ``embed`` resolves the model with the
+same rules, checks its capability, queues the work (the per-model scheduler for tensors and embeddings, the
+LLM engine's slots for generation), applies the request deadline, and counts the request in the model's
+stats and the Prometheus metrics once, whatever the protocol.
+
+Load policy, in one place (``ModelManager.acquire``): the KServe v2 routes follow Triton's explicit model
+control (a model that is not loaded answers 503 until ``POST /v2/repository/models/{m}/load``); the LLM
+and embedding routes follow OpenAI/Ollama clients' expectation and load a servable model on first use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from edge_runner.backends.base import Tensors
+from edge_runner.config.settings import Settings
+from edge_runner.core.generation import GenerationChunk, GenerationRequest
+from edge_runner.serving.loaded_model import LoadedModel
+from edge_runner.serving.metrics import Metrics
+
+#: builds the backend request once the model's context length is known
+RequestBuilder = Callable[[int], GenerationRequest]
+
+
+class GenerationStream(Iterator[GenerationChunk]):
+    """A backend's token stream that counts itself in stats/metrics exactly once, when it ends.
+
+    Ending means: the last chunk was read (``ok``), the stream raised (the error's code), or the caller
+    closed it early (``cancelled``, e.g. the HTTP client went away). ``close()`` frees the engine slot.
+    """
+
+    def __init__(self, inner: Iterator[GenerationChunk], on_end: Callable[[str], None]) -> None:
+        self._inner = inner
+        self._on_end: Callable[[str], None] | None = on_end
+
+    def _end(self, status: str) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(status)
+
+    def __iter__(self) -> GenerationStream:
+        return self
+
+    def __next__(self) -> GenerationChunk:
+        return self._step(lambda: next(self._inner))
+
+    def coalesced(self) -> Iterator[GenerationChunk]:
+        """Chunks merged over a short linger when the backend supports it (fewer SSE events per token)."""
+        merged = getattr(self._inner, "coalesced", None)
+        source = merged() if merged is not None else self._inner
+        while True:
+            try:
+                yield self._step(lambda: next(source))
+            except StopIteration:
+                return
+
+    def _step(self, pull: Callable[[], GenerationChunk]) -> GenerationChunk:
+        try:
+            chunk = pull()
+        except StopIteration:
+            self._end("ok")
+            raise
+        except Exception as exc:
+            self._end(str(getattr(exc, "code", "inference_failed")))
+            raise
+        if chunk.finish_reason is not None:
+            self._end("ok")
+        return chunk
+
+    def close(self) -> None:
+        """Cancel the generation if it is still running; counted as ``cancelled`` then."""
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+        self._end("cancelled")
+
+
+class ModelService(Protocol):
+    """What the server needs from the model side; ``ModelManager`` is the implementation."""
+
+    settings: Settings
+    metrics: Metrics | None
+    budget: int
+
+    def model_names(self) -> list[str]: ...
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel: ...
+
+    def loaded(self) -> list[LoadedModel]: ...
+
+    def load(self, name: str, version: int | None = None) -> list[LoadedModel]: ...
+
+    def unload(self, name: str, version: int | None = None) -> list[int]: ...
+
+    def set_keep_alive(self, name: str, seconds: float) -> None: ...
+
+    def index(self) -> list[dict[str, Any]]: ...
+
+    def ps_rows(self) -> list[dict[str, Any]]: ...
+
+    def infer(
+        self,
+        name: str,
+        version: int | None,
+        inputs: Tensors,
+        datatypes: Mapping[str, str],
+        outputs: Sequence[str] | None,
+    ) -> tuple[LoadedModel, Tensors]: ...
+
+    def generate(
+        self, name: str, version: int | None, build: RequestBuilder
+    ) -> tuple[LoadedModel, GenerationStream]: ...
+
+    def embed(self, name: str, version: int | None, texts: Sequence[str]) -> tuple[LoadedModel, np.ndarray, int]: ...
