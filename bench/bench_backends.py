@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from edge_runner.backends.base import Backend, LoadOptions  # noqa: E402
 from edge_runner.backends.registry import get_backend, probe  # noqa: E402
-from edge_runner.manifest import Manifest, read_manifest  # noqa: E402
+from edge_runner.core.manifest import Manifest, read_manifest  # noqa: E402
 from tests.backends import models  # noqa: E402
 
 DEFAULTS = ROOT / "edge_runner" / "defaults"

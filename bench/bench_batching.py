@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import closed_loop, start_server, stop
-from edge_runner.loadgen import build_infer_body, run_load
+from edge_runner.cli.loadgen import build_infer_body, run_load
 
 
 def make_model(folder: Path, width: int, layers: int) -> Path:
@@ -88,7 +88,7 @@ def main() -> int:
             "EDGE_RUNNER_MODEL_REPOSITORY": str(folder / "repo"),
             "EDGE_RUNNER_CACHE_DIR": str(folder / "cache"),
         }
-        from edge_runner.repository import ModelRepository
+        from edge_runner.repository.store import ModelRepository
 
         ModelRepository(folder / "repo").add(model, "mlp")
         limit = in_process_limit(model, args.width, [1, 8, 16, 32], args.requests)

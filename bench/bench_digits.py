@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import closed_loop, start_server, stop
-from edge_runner.loadgen import build_infer_body, run_load
-from edge_runner.model_manager import DEFAULTS_DIR
+from edge_runner.cli.loadgen import build_infer_body, run_load
+from edge_runner.core.paths import DEFAULTS_DIR
 
 MODEL = DEFAULTS_DIR / "digits" / "1" / "model.onnx"
 

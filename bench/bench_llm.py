@@ -30,7 +30,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
-from edge_runner.model_manager import DEFAULTS_DIR  # noqa: E402
+from edge_runner.core.paths import DEFAULTS_DIR  # noqa: E402
 
 TINY = DEFAULTS_DIR / "tiny-llm" / "1"
 PROMPT = "Tell me about the import statement."
@@ -116,7 +116,7 @@ def in_process_decode(model: Path, tokens: int, threads: int) -> float:
 
 def eog_tokens(model: Path) -> list[int]:
     """End-of-generation ids of a GGUF (so baselines can suppress them)."""
-    from edge_runner.llm.native import NativeModel
+    from edge_runner.backends.llama_cpp.native import NativeModel
 
     native = NativeModel(model)
     ids = [t for t in range(native.n_vocab) if native.is_eog(t)]

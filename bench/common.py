@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_runner import loadgen
+from edge_runner.cli import loadgen
 
 
 def start_server(
@@ -46,7 +46,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def closed_loop(call: Callable[[], Any], concurrency: int, requests: int) -> dict[str, float]:
-    """In-process baseline: ``call`` from ``concurrency`` threads (see ``edge_runner.loadgen.closed_loop``)."""
+    """In-process baseline: ``call`` from ``concurrency`` threads (see ``edge_runner.cli.loadgen.closed_loop``)."""
 
     def succeed() -> bool:
         call()

@@ -2,7 +2,7 @@
 
 import sys
 
-from edge_runner.cli import main
+from edge_runner.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ import numpy as np
 
 from converters.errors import ConversionError
 from converters.options import InputSpec
-from converters.sources.base import Feeds
+from converters.sources.base import Feeds, Source, generated_feeds
 
 MAX_SAMPLES = 64
 
@@ -73,3 +73,14 @@ def load_calibration(path: Path, inputs: list[InputSpec]) -> list[Feeds]:
 def stack(samples: list[Feeds]) -> Feeds:
     """One batch from single-sample feeds (they must share shapes)."""
     return {k: np.concatenate([s[k] for s in samples], axis=0) for k in samples[0]}
+
+
+def parity_feeds(source: Source, calibration: list[Feeds], count: int) -> Feeds:
+    """Sample inputs for parity: calibration samples, tokenized sample texts, or generated ones."""
+    if calibration:
+        chosen = calibration[:count]
+        shapes = {tuple(v.shape for v in s.values()) for s in chosen}
+        return stack(chosen) if len(shapes) == 1 else chosen[0]
+    if source.sample_feeds is not None:
+        return source.sample_feeds(count)
+    return generated_feeds(source.inputs, count, source.int_high, seed=1)

@@ -1,4 +1,4 @@
-"""Build the ``manifest.json`` of a conversion with the shared :mod:`edge_runner.manifest` module."""
+"""Build the ``manifest.json`` of a conversion with the shared :mod:`edge_runner.core.manifest` module."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from converters.build import Artifact
+from converters.calibration import parity_feeds
 from converters.options import ConvertOptions
 from converters.sources.base import Source
-from edge_runner.datatypes import from_numpy
-from edge_runner.manifest import Manifest, TensorSpec, file_entry, write_manifest
+from edge_runner.core.datatypes import from_numpy
+from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, write_manifest
 
 TOOLS = ("torch", "tensorflow", "transformers", "onnx", "onnxruntime", "openvino", "nncf", "tf2onnx")
 
@@ -61,8 +62,6 @@ def build_manifest(
     opts: ConvertOptions, out: Path, folder: Path, source: Source, artifact: Artifact, report: dict[str, Any]
 ) -> Manifest:
     """Copy tokenizer/config files beside the artifact and write ``folder/manifest.json``."""
-    from converters.pipeline import parity_feeds
-
     extras = _copy_extras(source, folder)
     files = [p.relative_to(folder).as_posix() for p in artifact.files if p.exists()] + extras
     sample = source.reference(parity_feeds(source, [], 2))
@@ -76,7 +75,7 @@ def build_manifest(
         }
     )
     if source.path.is_file():
-        from edge_runner.manifest import sha256_file
+        from edge_runner.core.manifest import sha256_file
 
         info["sha256"] = sha256_file(source.path)
     manifest = Manifest(

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from converters.build import Artifact, BuildRequest, build_artifact
+from converters.calibration import parity_feeds
 from converters.errors import ConversionError, ParityError
 from converters.options import ConvertOptions
 from converters.presets import get_preset, int8_flavour
@@ -48,20 +49,6 @@ def _request(opts: ConvertOptions, quantization: str, has_calibration: bool, pro
             progress.note(f"preset {preset.name} prefers {preferred} INT8; without --calibration using {flavour}")
     level = "int8" if quantization.startswith("int8") else quantization
     return BuildRequest(opts.to, level, flavour, preset, opts.opset)
-
-
-def parity_feeds(source: Source, calibration: list[Feeds], count: int) -> Feeds:
-    """Sample inputs for parity: calibration samples, tokenized sample texts, or generated ones."""
-    from converters.calibration import stack
-    from converters.sources.base import generated_feeds
-
-    if calibration:
-        chosen = calibration[:count]
-        shapes = {tuple(v.shape for v in s.values()) for s in chosen}
-        return stack(chosen) if len(shapes) == 1 else chosen[0]
-    if source.sample_feeds is not None:
-        return source.sample_feeds(count)
-    return generated_feeds(source.inputs, count, source.int_high, seed=1)
 
 
 def check_parity(source: Source, artifact: Artifact, feeds: Feeds) -> dict[str, Any]:
@@ -152,8 +139,9 @@ def _calibration(opts: ConvertOptions, source: Source) -> list[Feeds]:
 
 
 def _register(opts: ConvertOptions, out: Path) -> dict[str, Any]:
-    from edge_runner.repository import ModelRepository, default_repository_root
+    from edge_runner.config.settings import load_config
+    from edge_runner.repository.store import ModelRepository
 
-    root = opts.model_repository or default_repository_root()
+    root = opts.model_repository or str(load_config({}, os.environ).settings.repository_root())
     manifest = ModelRepository(Path(root)).add(out, str(opts.register))
     return {"repository": str(root), "name": manifest.name, "version": manifest.version}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_runner.manifest import Manifest, TensorSpec, file_entry, write_manifest
+from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, write_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

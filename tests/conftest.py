@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge_runner.config import Settings
-from edge_runner.manifest import Manifest, TensorSpec, write_manifest
-from edge_runner.model_manager import DEFAULTS_DIR, ModelManager
-from edge_runner.profiles import load_profile
-from edge_runner.repository import ModelRepository
+from edge_runner.config.profiles import load_profile
+from edge_runner.config.settings import Settings
+from edge_runner.core.manifest import Manifest, TensorSpec, write_manifest
+from edge_runner.core.paths import DEFAULTS_DIR
+from edge_runner.repository.store import ModelRepository
+from edge_runner.serving.model_manager import ModelManager
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +53,7 @@ def write_fake_model(root: Path, name: str, version: int = 1, **extra: Any) -> P
     folder = root / name / str(version)
     folder.mkdir(parents=True)
     (folder / "weights.fake").write_bytes(b"fake")
-    from edge_runner.manifest import file_entry
+    from edge_runner.core.manifest import file_entry
 
     manifest = Manifest(
         name=name,

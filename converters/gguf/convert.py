@@ -18,7 +18,7 @@ import gguf
 import numpy as np
 
 from converters.gguf import architectures, parity, tokenizer, weights
-from edge_runner.manifest import Manifest, TensorSpec, file_entry, write_manifest
+from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, write_manifest
 
 # what the llama.cpp backend declares for KServe v2 access (text in; text or embeddings out)
 TEXT_INPUT = TensorSpec("text_input", "BYTES", (-1,))
@@ -62,7 +62,7 @@ def quantize_file(src: Path, dst: Path, quantize: str, threads: int = 0) -> str:
             raise RuntimeError(f"--quantize {quantize} needs llama-cpp-python (pip install llama-cpp-python)") from None
         _requantize_q8_0_numpy(src, dst)
         return "gguf.quants (numpy)"
-    from edge_runner.llm.native import llama
+    from edge_runner.backends.llama_cpp.native import llama
 
     llama()  # bridges llama.cpp's logging into Python logging
     params = llama_cpp.llama_model_quantize_default_params()

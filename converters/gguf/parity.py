@@ -58,7 +58,7 @@ def decoder_parity(src: Path, gguf_path: Path, texts: tuple[str, ...] = SAMPLE_T
     from llama_cpp import Llama
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from edge_runner.llm.native import llama
+    from edge_runner.backends.llama_cpp.native import llama
 
     llama()  # bridges llama.cpp logging into Python logging
 
@@ -118,7 +118,7 @@ def encoder_parity(
     """Compare pooled embeddings of the GGUF file (llama.cpp) with the HF torch encoder."""
     from llama_cpp import Llama
 
-    from edge_runner.llm.native import llama
+    from edge_runner.backends.llama_cpp.native import llama
 
     llama()
     hf, hf_s = _hf_embeddings(src, texts, pooling)

@@ -1,10 +1,10 @@
 """The backend contract every runtime adapter implements.
 
 Synchronous by design: waitress is threaded and the scheduler owns the worker
-threads. A backend receives inputs that shared code (``edge_runner.validation``)
+threads. A backend receives inputs that shared code (``edge_runner.serving.validation``)
 has already checked against ``metadata()`` and, for batching models, already
 stacked along the batch axis. It turns its runtime's exceptions into typed
-errors from ``edge_runner.errors`` at its boundary.
+errors from ``edge_runner.core.errors`` at its boundary.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from edge_runner.errors import UnsupportedOperation
-from edge_runner.manifest import Manifest, TensorSpec
+from edge_runner.core.errors import UnsupportedOperation
+from edge_runner.core.manifest import Manifest, TensorSpec
+from edge_runner.core.schema import STRINGS, Checker
 
 Tensors = dict[str, np.ndarray]
 
@@ -86,13 +87,29 @@ class LoadOptions:
 
 
 class Backend(ABC):
-    """A loaded (or loadable) model version on one runtime."""
+    """A loaded (or loadable) model version on one runtime.
+
+    The class describes itself (as Triton's backends fill in their own config): the formats and file
+    suffixes it serves, the profile table it accepts, the runtime package to bundle, and how it explains a
+    device choice. ``edge_runner.backends.registry`` derives every table of the runtime from these, so a
+    backend installed through the ``edge_runner.backends`` entry-point group is a first-class citizen.
+    """
 
     name: ClassVar[str]
     #: manifest formats this backend can serve (e.g. OpenVINO serves "openvino" and "onnx")
     formats: ClassVar[tuple[str, ...]]
     #: artifact file suffixes it opens
     suffixes: ClassVar[tuple[str, ...]]
+    #: artifact suffix -> format, for the formats this backend is the default server of (files without manifest)
+    artifact_formats: ClassVar[Mapping[str, str]] = {}
+    #: the profile table ``[<name>]`` this backend reads: key -> checker (``edge_runner.core.schema``)
+    option_schema: ClassVar[Mapping[str, Checker]] = {"devices": STRINGS}
+    #: the Python package of the runtime (what the binary must bundle with its native libraries)
+    runtime_package: ClassVar[str] = ""
+    #: modules the runtime loads by name at run time (plugins, frontends) that a freezer cannot see
+    hidden_imports: ClassVar[tuple[str, ...]] = ()
+    #: the device that always works, tried last
+    cpu_device: ClassVar[str] = "CPU"
 
     #: called with the seconds from submission to the first generated token (LLM backends), for metrics
     on_first_token: Callable[[float], None] | None = None
@@ -106,6 +123,23 @@ class Backend(ABC):
     @abstractmethod
     def probe(cls) -> ProbeResult:
         """Whether the runtime is importable and which devices it sees. Never raises ImportError."""
+
+    @classmethod
+    def profile_options(cls, table: Mapping[str, Any], profile_settings: Mapping[str, Any]) -> dict[str, Any]:
+        """This backend's options from its profile table; may fill defaults from the profile's settings."""
+        return dict(table)
+
+    @classmethod
+    def wanted_devices(cls, options: LoadOptions) -> list[str]:
+        """Devices to try in order (the profile's list); the CPU device is appended by the caller."""
+        return list(options.devices)
+
+    @classmethod
+    def device_unavailable(cls, device: str, available: Sequence[str], options: LoadOptions) -> str:
+        """Why ``device`` cannot be used given what ``probe()`` saw; empty when it can."""
+        if device in available or device == cls.cpu_device:
+            return ""
+        return f"not in {cls.name} devices ({', '.join(available) or 'none'})"
 
     @abstractmethod
     def load(self) -> None:
@@ -126,6 +160,14 @@ class Backend(ABC):
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts; only for models whose capabilities say ``embed``."""
         raise UnsupportedOperation(f"model {self.manifest.name!r} ({self.name}) does not produce embeddings")
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens ``texts`` take (the ``usage`` of embeddings); whitespace words where there is no tokenizer."""
+        return sum(len(t.split()) for t in texts)
+
+    def context_length(self) -> int:
+        """Tokens one generation stream may hold (prompt + output); 0 for models that do not generate."""
+        return 0
 
     def in_flight(self) -> int:
         """Requests the backend runs itself, outside the scheduler (LLM streams active or queued)."""

@@ -2,20 +2,24 @@
 
 Its "model" is a manifest with format ``fake``: output ``y = x * scale`` after
 sleeping ``delay_ms`` per call (both from ``manifest.extra``). It records the
-batch size of every call so tests can see what the batcher did. It is never a
-substitute for the real backends' own tests.
+batch size of every call so tests can see what the batcher did. With
+``extra['generate']`` (a text) it is a generating model that streams that text
+word by word; with ``extra['overloaded_retry_after_s']`` every generation is
+refused as overloaded. It is never a substitute for the real backends' own tests.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_runner.backends.base import Backend, Capabilities, ModelMetadata, ProbeResult, Tensors
-from edge_runner.errors import InferenceError, ModelLoadError
+from edge_runner.core.errors import InferenceError, ModelLoadError, Overloaded
+from edge_runner.core.generation import GenerationChunk, Usage
 
 
 class FakeBackend(Backend):
@@ -24,6 +28,7 @@ class FakeBackend(Backend):
     name = "fake"
     formats = ("fake",)
     suffixes = (".fake",)
+    artifact_formats = {".fake": "fake"}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -46,11 +51,31 @@ class FakeBackend(Backend):
 
     def metadata(self) -> ModelMetadata:
         batching = self.manifest.inputs[0].shape[:1] == (-1,)
-        return ModelMetadata(
-            inputs=self.manifest.inputs,
-            outputs=self.manifest.outputs,
-            capabilities=Capabilities(batching=batching, max_concurrency=int(self.manifest.extra.get("instances", 1))),
+        generates = "generate" in self.manifest.extra
+        caps = Capabilities(
+            batching=batching and not generates,
+            max_concurrency=int(self.manifest.extra.get("instances", 1)),
+            generate=generates,
         )
+        return ModelMetadata(inputs=self.manifest.inputs, outputs=self.manifest.outputs, capabilities=caps)
+
+    def context_length(self) -> int:
+        return 64 if "generate" in self.manifest.extra else 0
+
+    def generate(self, request: Any) -> Iterator[GenerationChunk]:
+        if "generate" not in self.manifest.extra:
+            return super().generate(request)
+        retry = self.manifest.extra.get("overloaded_retry_after_s")
+        if retry is not None:
+            raise Overloaded("every fake generation slot is busy", retry_after_s=int(retry))
+        words = str(self.manifest.extra["generate"]).split()
+        return self._stream(words)
+
+    @staticmethod
+    def _stream(words: list[str]) -> Iterator[GenerationChunk]:
+        for word in words:
+            yield GenerationChunk(word + " ")
+        yield GenerationChunk("", "stop", Usage(prompt_tokens=1, completion_tokens=len(words)))
 
     def infer(self, inputs: Tensors, outputs: Sequence[str] | None = None) -> Tensors:
         if not self.loaded:

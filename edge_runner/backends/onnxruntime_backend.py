@@ -10,10 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from edge_runner.backends.base import Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.base import Capabilities, LoadOptions, ModelMetadata, ProbeResult, SelectionStep, Tensors
 from edge_runner.backends.text_encoder import TextEmbeddingBackend, can_embed
-from edge_runner.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError
-from edge_runner.manifest import TensorSpec
+from edge_runner.core.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError
+from edge_runner.core.manifest import TensorSpec
+from edge_runner.core.schema import SCALARS, STRINGS, boolean, integer, table_of
 
 _ORT_TYPES = {
     "tensor(float)": "FP32",
@@ -82,6 +83,22 @@ class OnnxRuntimeBackend(TextEmbeddingBackend):
     name = "onnxruntime"
     formats = ("onnx", "ort")
     suffixes = (".onnx", ".ort")
+    artifact_formats = {".onnx": "onnx", ".ort": "ort"}
+    option_schema = {
+        "devices": STRINGS,
+        "provider_options": table_of(SCALARS, "provider tables"),
+        "inter_op_threads": integer,
+        "use_mmap": boolean,
+    }
+    runtime_package = "onnxruntime"
+    cpu_device = "CPUExecutionProvider"
+
+    @classmethod
+    def device_unavailable(cls, device: str, available: Sequence[str], options: LoadOptions) -> str:
+        """Execution providers are usable when ``onnxruntime.get_available_providers()`` lists them."""
+        if device in available:
+            return ""
+        return f"not in onnxruntime.get_available_providers() ({', '.join(available) or 'none'})"
 
     _session: Any = None
     _meta: ModelMetadata | None = None

@@ -20,10 +20,22 @@ from typing import Any
 
 import numpy as np
 
-from edge_runner.backends.base import Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.base import Capabilities, LoadOptions, ModelMetadata, ProbeResult, SelectionStep, Tensors
 from edge_runner.backends.text_encoder import TextEmbeddingBackend, can_embed
-from edge_runner.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError, ModelNotReady
-from edge_runner.manifest import TensorSpec
+from edge_runner.core.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError, ModelNotReady
+from edge_runner.core.manifest import TensorSpec
+from edge_runner.core.schema import (
+    SCALARS,
+    STRINGS,
+    boolean,
+    integer,
+    list_of,
+    one_of,
+    positive_int,
+    string,
+    string_or_int,
+    table_of,
+)
 
 # OpenVINO element type names -> KServe datatypes (f32 -> FP32, i64 -> INT64, u8 -> UINT8, ...)
 _OV_TYPES = {"bf16": "BF16", "boolean": "BOOL", "string": "BYTES"} | {
@@ -121,6 +133,32 @@ class OpenVinoBackend(TextEmbeddingBackend):
     name = "openvino"
     formats = ("openvino", "onnx")
     suffixes = (".xml", ".onnx")
+    artifact_formats = {".xml": "openvino"}
+    option_schema = {
+        "devices": STRINGS,
+        "performance_hint": one_of("latency", "throughput", "cumulative_throughput"),
+        "num_streams": string_or_int,
+        "inference_precision": lambda v: string(v) and table_of(string, "device = precision")(v),
+        "static_shapes": boolean,
+        "static_batch_sizes": list_of(positive_int, "positive integers"),
+        "num_requests": integer,
+        "config": SCALARS,
+        "use_mmap": boolean,
+    }
+    runtime_package = "openvino"
+
+    @classmethod
+    def profile_options(cls, table: Mapping[str, Any], profile_settings: Mapping[str, Any]) -> dict[str, Any]:
+        """NPUs compile static shapes: the batch sizes default to the profile's preferred batch sizes."""
+        options = dict(table)
+        if "static_batch_sizes" not in options and profile_settings.get("preferred_batch_sizes"):
+            options["static_batch_sizes"] = list(profile_settings["preferred_batch_sizes"])
+        return options
+
+    @classmethod
+    def device_unavailable(cls, device: str, available: Sequence[str], options: LoadOptions) -> str:
+        """Devices (and AUTO/HETERO/MULTI members) must be in ``Core().available_devices``."""
+        return device_unavailable(device, available)
 
     _compiled: dict[int, _Compiled] | None = None  # batch size -> compiled model; key 0 = dynamic shapes
     _meta: ModelMetadata | None = None

@@ -1,18 +1,22 @@
-"""One explicit table of backends, imported lazily by name.
+"""One explicit table of backends, imported lazily by name, and every table derived from the classes.
 
 Third-party backends register through the ``edge_runner.backends`` entry-point
-group (value ``module:Class``). The PyInstaller spec builds its hidden imports
-from ``BUILTIN_BACKENDS``.
+group (value ``module:Class``). Formats by suffix, the default backend of a
+format, profile option schemas and what the binary bundles are all read off
+the backend classes (``Backend`` describes itself), so nothing is declared twice.
+Backend modules import their runtime lazily: importing the classes is cheap.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from functools import cache
 from importlib.metadata import entry_points
 
 from edge_runner.backends.base import Backend, ProbeResult
-from edge_runner.errors import BackendUnavailable
+from edge_runner.core.errors import BackendUnavailable
+from edge_runner.core.schema import Checker
 
 ENTRY_POINT_GROUP = "edge_runner.backends"
 
@@ -20,7 +24,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "onnxruntime": "edge_runner.backends.onnxruntime_backend:OnnxRuntimeBackend",
     "openvino": "edge_runner.backends.openvino_backend:OpenVinoBackend",
     "tflite": "edge_runner.backends.tflite_backend:TfliteBackend",
-    "llama_cpp": "edge_runner.backends.llama_cpp_backend:LlamaCppBackend",
+    "llama_cpp": "edge_runner.backends.llama_cpp.llama_cpp_backend:LlamaCppBackend",
     "fake": "edge_runner.backends.fake_backend:FakeBackend",
 }
 
@@ -65,3 +69,45 @@ def probe(name: str) -> ProbeResult:
         return get_backend(name).probe()
     except BackendUnavailable as exc:
         return ProbeResult(available=False, reason=exc.message)
+
+
+def backend_classes() -> list[type[Backend]]:
+    """Every backend class that imports here (built-in first, then entry points), in registry order."""
+    classes = []
+    for name in all_backend_names():
+        try:
+            classes.append(get_backend(name))
+        except BackendUnavailable:
+            continue
+    return classes
+
+
+def format_for_suffix(suffix: str) -> str | None:
+    """The manifest format of a bare artifact file with ``suffix`` (``.onnx`` -> ``onnx``), or None."""
+    for cls in backend_classes():
+        if suffix in cls.artifact_formats:
+            return cls.artifact_formats[suffix]
+    return None
+
+
+def artifact_suffixes() -> list[str]:
+    """Every suffix a bare artifact file may have."""
+    return [suffix for cls in backend_classes() for suffix in cls.artifact_formats]
+
+
+def default_backend_for_format(fmt: str) -> str | None:
+    """The backend that serves ``fmt`` by default: the one whose own artifact format it is."""
+    for cls in backend_classes():
+        if fmt in cls.artifact_formats.values():
+            return cls.name
+    return None
+
+
+def backends_serving(fmt: str) -> list[str]:
+    """Every backend able to serve format ``fmt``, in registry order."""
+    return [cls.name for cls in backend_classes() if fmt in cls.formats]
+
+
+def option_schemas() -> dict[str, Mapping[str, Checker]]:
+    """The profile table schema of every backend, by backend name."""
+    return {cls.name: cls.option_schema for cls in backend_classes()}

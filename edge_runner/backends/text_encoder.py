@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from edge_runner.backends.base import Backend, Tensors
-from edge_runner.errors import InvalidInput, UnsupportedOperation
-from edge_runner.manifest import Manifest
+from edge_runner.core.errors import InvalidInput, UnsupportedOperation
+from edge_runner.core.manifest import Manifest
 
 EMBEDDING_TASKS = ("feature-extraction", "sentence-embedding", "sentence-similarity")
 MAX_TOKENS = 512

@@ -31,9 +31,10 @@ from edge_runner.backends.base import (
     SelectionStep,
     Tensors,
 )
-from edge_runner.datatypes import from_numpy
-from edge_runner.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError, ModelNotReady
-from edge_runner.manifest import Manifest, TensorSpec
+from edge_runner.core.datatypes import from_numpy
+from edge_runner.core.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError, ModelNotReady
+from edge_runner.core.manifest import Manifest, TensorSpec
+from edge_runner.core.schema import SCALARS, STRINGS, record, string, table_of
 
 # (import name, module holding Interpreter/load_delegate, distribution) in order of preference.
 RUNTIMES = (
@@ -86,6 +87,23 @@ class TfliteBackend(Backend):
     name = "tflite"
     formats = ("tflite",)
     suffixes = (".tflite",)
+    artifact_formats = {".tflite": "tflite"}
+    option_schema = {
+        "devices": STRINGS,
+        "delegates": table_of(
+            record({"library": string, "options": SCALARS}, required=("library",)), "delegate tables"
+        ),
+    }
+    runtime_package = "ai_edge_litert"
+    hidden_imports = ("ai_edge_litert.interpreter",)
+
+    @classmethod
+    def device_unavailable(cls, device: str, available: Sequence[str], options: LoadOptions) -> str:
+        """A delegate is usable when its shared library opens."""
+        if device == cls.cpu_device:
+            return ""
+        spec = dict(options.options.get("delegates", {}).get(device, {"library": device}))
+        return delegate_unavailable(str(spec.get("library", device)))
 
     def __init__(self, manifest: Manifest, folder: Path, options: LoadOptions) -> None:
         super().__init__(manifest, folder, options)

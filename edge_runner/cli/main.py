@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flag(doctor)
     doctor.add_argument(
         "--profile",
+        dest="plan_profile",
         default=None,
         help="also dry-run this profile's device preferences "
         "(e.g. intel-npu, cuda) and show what would fall back, and why",
@@ -162,7 +163,7 @@ def _add_models_parser(sub: Any) -> None:
 
 def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Resolved, Profile]:
     """Layer defaults < profile < config file < env < CLI, once per process; returns (resolved, profile)."""
-    cli = {k: v for k, v in vars(args).items() if k in SETTING_NAMES}
+    cli = {k: v for k, v in vars(args).items() if k in SETTING_NAMES and v is not None}
     config_file = config_file_path(getattr(args, "config_file", None), environ)
     first = load_config(cli, environ, config_file)
     profile = load_profile(first.settings.profile, folder=first.settings.profiles_root())

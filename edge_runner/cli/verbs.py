@@ -138,7 +138,7 @@ def ps(args: argparse.Namespace, settings: Settings) -> int:
     """Ask a running server what it has loaded."""
     import urllib.error
 
-    url = args.url or settings.url
+    url = settings.url  # --url is the CLI layer of the url setting
     try:
         rows = _get_json(url.rstrip("/") + "/api/ps", settings.api_key)["models"]
     except (urllib.error.URLError, OSError) as exc:
@@ -164,7 +164,7 @@ def doctor(args: argparse.Namespace, settings: Settings) -> int:
     """Hardware, runtimes, devices and the profile ``auto`` picks."""
     from edge_runner.cli import doctor_report as doc
 
-    report = doc.collect(profile=args.profile, profiles_folder=settings.profiles_root())
+    report = doc.collect(profile=args.plan_profile, profiles_folder=settings.profiles_root())
     _print(report, args.json, doc.render_text(report))
     return 0
 
@@ -173,7 +173,7 @@ def bench(args: argparse.Namespace, settings: Settings) -> int:
     """Closed-loop load generator over HTTP against a running server."""
     from edge_runner.cli.loadgen import run_tensor_bench
 
-    result = run_tensor_bench(args.url or settings.url, args.model, args.concurrency, args.requests, args.batch)
+    result = run_tensor_bench(settings.url, args.model, args.concurrency, args.requests, args.batch)
     text = (
         f"{args.model}: {result['requests_per_s']:.1f} req/s, p50 {result['p50_ms']:.2f} ms, "
         f"p95 {result['p95_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {int(result['errors'])} "

@@ -13,6 +13,7 @@ and wrong types are ``ConfigError`` naming the file and the key.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runner.backends.base import LoadOptions, ProbeResult, SelectionStep
+from edge_runner.backends.registry import backends_serving, default_backend_for_format, get_backend, probe
 from edge_runner.config.profile_schema import validate_profile
 from edge_runner.core.errors import BackendUnavailable, ConfigError
 from edge_runner.core.paths import bundled_profiles_dir
@@ -51,34 +53,26 @@ class Profile:
     def load_options(self, backend: str, threads: int = 0, cache_dir: Path | None = None) -> LoadOptions:
         """LoadOptions for ``backend``: its ``devices`` list and remaining keys as options.
 
-        ``threads`` of 0 falls back to the profile's ``threads`` setting. OpenVINO's static batch
-        sizes (for NPUs) default to the profile's ``preferred_batch_sizes``.
+        ``threads`` of 0 falls back to the profile's ``threads`` setting. The backend class reads its own
+        table (``Backend.profile_options``), e.g. OpenVINO's static batch sizes default to the profile's
+        ``preferred_batch_sizes``.
         """
         table = dict(self.backends.get(backend, {}))
         devices = tuple(str(d) for d in table.pop("devices", ()))
         use_mmap = bool(table.pop("use_mmap", True))
-        if backend == "openvino" and "static_batch_sizes" not in table and self.settings.get("preferred_batch_sizes"):
-            table["static_batch_sizes"] = list(self.settings["preferred_batch_sizes"])
+        with contextlib.suppress(BackendUnavailable):  # not importable here: its table is passed on as written
+            table = get_backend(backend).profile_options(table, self.settings)
         threads = threads or int(self.settings.get("threads", 0))
         return LoadOptions(threads=threads, cache_dir=cache_dir, devices=devices, options=table, use_mmap=use_mmap)
 
     def backends_for(self, fmt: str) -> tuple[str, ...]:
-        """Backends able to serve manifest format ``fmt``, in this profile's order of preference."""
-        from edge_runner.backends.registry import get_backend
-        from edge_runner.core.manifest import DEFAULT_BACKEND_FOR_FORMAT
-
-        names = [n for n in self.backend_order]
-        default = DEFAULT_BACKEND_FOR_FORMAT.get(fmt)
-        if default and default not in names:
-            names.append(default)
-        result = []
-        for name in names:
-            try:
-                if fmt in get_backend(name).formats:
-                    result.append(name)
-            except BackendUnavailable:
-                continue
-        return tuple(result)
+        """Backends able to serve manifest format ``fmt``: this profile's order first, then the format's
+        default backend, then any other registered backend (entry-point backends included)."""
+        serving = backends_serving(fmt)
+        default = default_backend_for_format(fmt)
+        ordered = [n for n in self.backend_order if n in serving]
+        ordered += [n for n in ([default] if default else []) + serving if n not in ordered]
+        return tuple(dict.fromkeys(ordered))
 
     def choose_backend(self, fmt: str, pinned: str = "") -> tuple[str, tuple[SelectionStep, ...]]:
         """The backend to serve ``fmt`` with, and why; a ``pinned`` backend (manifest/CLI) wins.
@@ -86,8 +80,6 @@ class Profile:
         Walks ``backends_for(fmt)`` and takes the first whose runtime probes as available. Raises
         BackendUnavailable (naming every reason) when none is.
         """
-        from edge_runner.backends.registry import probe
-
         if pinned:
             return pinned, (SelectionStep(pinned, True, "pinned by the manifest or the command line"),)
         steps: list[SelectionStep] = []
@@ -216,30 +208,6 @@ def _yes(facts: Mapping[str, Any], key: str) -> str:
     return "yes" if facts.get(key) else "no"
 
 
-_CPU_FALLBACK = {"onnxruntime": "CPUExecutionProvider", "openvino": "CPU", "tflite": "CPU", "llama_cpp": "CPU"}
-
-
-def _why_not(backend: str, device: str, options: LoadOptions, available: tuple[str, ...]) -> str:
-    if backend == "openvino":
-        from edge_runner.backends.openvino_backend import device_unavailable
-
-        return device_unavailable(device, available)
-    if backend == "tflite":
-        if device == "CPU":
-            return ""
-        from edge_runner.backends.tflite_backend import delegate_unavailable
-
-        spec = dict(options.options.get("delegates", {}).get(device, {"library": device}))
-        return delegate_unavailable(str(spec.get("library", device)))
-    if backend == "llama_cpp" and device == "GPU":
-        gpus = [d for d in available if d.upper() != "CPU"]
-        return "" if gpus else f"llama.cpp reports no GPU device ({', '.join(available) or 'none'}); layers stay on CPU"
-    if device in available or (backend == "llama_cpp" and device == "CPU"):
-        return ""
-    what = "onnxruntime.get_available_providers()" if backend == "onnxruntime" else f"{backend} devices"
-    return f"not in {what} ({', '.join(available) or 'none'})"
-
-
 def plan_devices(profile: Profile, probes: Mapping[str, ProbeResult]) -> dict[str, tuple[SelectionStep, ...]]:
     """Dry run of each backend's device preference against what its runtime reports (nothing compiled).
 
@@ -254,15 +222,13 @@ def plan_devices(profile: Profile, probes: Mapping[str, ProbeResult]) -> dict[st
             plan[backend] = (SelectionStep(backend, False, result.reason or "runtime unavailable"),)
             continue
         options = profile.load_options(backend)
-        wanted = list(options.devices)
-        if backend == "llama_cpp" and not wanted:
-            wanted = ["GPU"] if int(options.options.get("n_gpu_layers", 0)) != 0 else []
-        fallback = _CPU_FALLBACK.get(backend)
-        if fallback and fallback not in wanted:
-            wanted.append(fallback)
+        cls = get_backend(backend)
+        wanted = cls.wanted_devices(options)
+        if cls.cpu_device not in wanted:
+            wanted.append(cls.cpu_device)
         steps, chosen = [], False
         for device in wanted:
-            reason = _why_not(backend, device, options, result.devices)
+            reason = cls.device_unavailable(device, result.devices, options)
             use = not reason and not chosen
             steps.append(SelectionStep(device, use, reason or ("would be used" if use else "available, not needed")))
             chosen = chosen or use

@@ -233,7 +233,8 @@ class Resolved:
     sources: dict[str, str]
 
 
-def _convert(name: str, value: Any, source: str) -> Any:
+def convert_setting(name: str, value: Any, source: str) -> Any:
+    """``value`` converted for setting ``name``; ConfigError naming the key and ``source`` when it is bad."""
     if name not in SETTING_NAMES:
         raise ConfigError(f"unknown setting {name!r} in {source}; known settings: {', '.join(SETTING_NAMES)}")
     conv = next(f for f in fields(Settings) if f.name == name).metadata["conv"]
@@ -271,16 +272,16 @@ def load_config(
         layers.append((str(config_file), read_config_file(config_file)))
     for source, table in layers:
         for key, value in table.items():
-            values[key] = _convert(key, value, source)
+            values[key] = convert_setting(key, value, source)
             sources[key] = source
     for name in SETTING_NAMES:
         for env in env_names(name):
             if env in environ:
-                values[name] = _convert(name, environ[env], f"env {env}")
+                values[name] = convert_setting(name, environ[env], f"env {env}")
                 sources[name] = f"env {env}"
                 break
     for key, value in cli.items():
-        values[key] = _convert(key, value, f"--{key.replace('_', '-')}")
+        values[key] = convert_setting(key, value, f"--{key.replace('_', '-')}")
         sources[key] = "cli"
     unknown_env = [
         k

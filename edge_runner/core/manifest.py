@@ -19,15 +19,6 @@ from edge_runner.core.errors import ManifestError
 MANIFEST_NAME = "manifest.json"
 SCHEMA_VERSION = 1
 
-# Formats and the backend that serves each by default.
-DEFAULT_BACKEND_FOR_FORMAT = {
-    "onnx": "onnxruntime",
-    "ort": "onnxruntime",
-    "openvino": "openvino",
-    "tflite": "tflite",
-    "gguf": "llama_cpp",
-}
-
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -76,11 +67,6 @@ class Manifest:
     task: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
-
-    @property
-    def backend_name(self) -> str:
-        """The pinned backend, or the default for the format."""
-        return self.backend or DEFAULT_BACKEND_FOR_FORMAT.get(self.format, "")
 
     @property
     def primary_file(self) -> str:

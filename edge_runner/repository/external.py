@@ -10,19 +10,18 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from edge_runner.backends.registry import artifact_suffixes, format_for_suffix
 from edge_runner.core.errors import ManifestError
 from edge_runner.core.manifest import MANIFEST_NAME, FileEntry, Manifest, read_manifest
 
-_FORMAT_BY_SUFFIX = {".onnx": "onnx", ".ort": "ort", ".gguf": "gguf", ".xml": "openvino", ".tflite": "tflite"}
-
 
 def _artifact(folder: Path) -> Path:
-    found = sorted(p for p in folder.iterdir() if p.suffix in _FORMAT_BY_SUFFIX)
+    suffixes = artifact_suffixes()
+    found = sorted(p for p in folder.iterdir() if p.suffix in suffixes)
     if len(found) != 1:
         names = ", ".join(p.name for p in found) or "none"
         raise ManifestError(
-            f"{folder}: expected exactly one model file ({', '.join(_FORMAT_BY_SUFFIX)}) or a "
-            f"manifest.json, found {names}"
+            f"{folder}: expected exactly one model file ({', '.join(suffixes)}) or a manifest.json, found {names}"
         )
     return found[0]
 
@@ -40,9 +39,9 @@ def manifest_for_path(path: Path, name: str) -> tuple[Path, Manifest]:
             folder = path / str(versions[-1])
             return folder, replace(read_manifest(folder), name=name)
         path = _artifact(path)
-    fmt = _FORMAT_BY_SUFFIX.get(path.suffix)
+    fmt = format_for_suffix(path.suffix)
     if fmt is None:
-        raise ManifestError(f"{path}: unknown model file type; expected one of {', '.join(_FORMAT_BY_SUFFIX)}")
+        raise ManifestError(f"{path}: unknown model file type; expected one of {', '.join(artifact_suffixes())}")
     files = [FileEntry(path.name, "", path.stat().st_size)]
     if fmt == "openvino" and path.with_suffix(".bin").is_file():
         files.append(FileEntry(path.with_suffix(".bin").name, "", path.with_suffix(".bin").stat().st_size))

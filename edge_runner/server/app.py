@@ -12,14 +12,14 @@ from typing import Any
 import falcon
 
 from edge_runner import __version__
-from edge_runner.config import Settings
-from edge_runner.errors import Unauthorized
-from edge_runner.model_manager import ModelManager
+from edge_runner.config.settings import Settings
+from edge_runner.core.errors import Unauthorized
 from edge_runner.server import errors as server_errors
 from edge_runner.server import kserve
 from edge_runner.server.openai_routes import openai_routes
 from edge_runner.server.ops import AdmissionMiddleware, MetricsResource, PsResource
 from edge_runner.server.routes import Route
+from edge_runner.serving.service import ModelService
 
 OPEN_PATHS = {"/v2/health/live"}
 
@@ -39,7 +39,7 @@ class AuthMiddleware:
             raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
 
 
-def build_routes(manager: ModelManager, settings: Settings, state: dict[str, bool]) -> list[Route]:
+def build_routes(manager: ModelService, settings: Settings, state: dict[str, bool]) -> list[Route]:
     """The KServe v2 route table."""
     meta = kserve.ModelMetadataResource(manager)
     ready = kserve.ModelReadyResource(manager)
@@ -102,7 +102,7 @@ class OpenApiResource:
 
 
 def create_app(
-    manager: ModelManager,
+    manager: ModelService,
     settings: Settings,
     state: dict[str, bool] | None = None,
     admission: AdmissionMiddleware | None = None,

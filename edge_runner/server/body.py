@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import falcon
 
-from edge_runner.errors import MalformedRequest, PayloadTooLarge
+from edge_runner.core.errors import PayloadTooLarge
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -19,18 +16,3 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit (--max-body-bytes)")
     return bytes(data)
-
-
-def json_object(body: bytes, empty_ok: bool = True) -> dict[str, Any]:
-    """Parse a JSON object; an empty body is ``{}`` when ``empty_ok``."""
-    if not body.strip():
-        if empty_ok:
-            return {}
-        raise MalformedRequest("the request body is empty; send a JSON object")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise MalformedRequest("request body must be a JSON object")
-    return data

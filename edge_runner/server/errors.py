@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon
 
-from edge_runner import errors as e
+from edge_runner.core import errors as e
 
 log = logging.getLogger("edge_runner.server")
 

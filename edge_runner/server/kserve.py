@@ -7,12 +7,13 @@ from typing import Any
 import falcon
 
 from edge_runner import __version__
-from edge_runner.errors import InvalidInput, MalformedRequest, ModelNotFound
-from edge_runner.loaded_model import LoadedModel
-from edge_runner.model_manager import ModelManager
-from edge_runner.repository import validate_name
-from edge_runner.server.body import json_object, read_body
-from edge_runner.server.codec import HEADER_LENGTH, decode_request, encode_response
+from edge_runner.core.errors import InvalidInput, MalformedRequest, ModelNotFound
+from edge_runner.protocol.json_body import json_object
+from edge_runner.protocol.kserve_codec import HEADER_LENGTH, decode_request, encode_response
+from edge_runner.repository.store import validate_name
+from edge_runner.server.body import read_body
+from edge_runner.serving.loaded_model import LoadedModel
+from edge_runner.serving.service import ModelService
 
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration"]
 
@@ -25,7 +26,7 @@ def _version(raw: str | None) -> int | None:
     return int(raw)
 
 
-def model_metadata(manager: ModelManager, entry: LoadedModel) -> dict[str, Any]:
+def model_metadata(manager: ModelService, entry: LoadedModel) -> dict[str, Any]:
     """The v2 model metadata object, with edge-runner's device choice and its reasons."""
     meta = entry.metadata
     versions = sorted({m.version for m in manager.loaded() if m.name == entry.name})
@@ -73,7 +74,7 @@ class ReadyResource:
 
 
 class ModelMetadataResource:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelService) -> None:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
@@ -81,7 +82,7 @@ class ModelMetadataResource:
 
 
 class ModelReadyResource:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelService) -> None:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
@@ -92,18 +93,17 @@ class ModelReadyResource:
 class ModelConfigResource:
     """Triton's model configuration view (``tritonclient`` ``get_model_config``)."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelService) -> None:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
         entry = self.manager.get(validate_name(model), _version(version))
-        policy = entry.scheduler.policy if entry.scheduler else None
-        batching = bool(entry.scheduler and entry.scheduler.batching)
+        policy, batching = entry.scheduler.policy, entry.scheduler.batching
         resp.media = {
             "name": entry.name,
             "platform": f"{entry.backend.name}_{entry.manifest.format}",
             "backend": entry.backend.name,
-            "max_batch_size": policy.max_batch_size if policy and batching else 0,
+            "max_batch_size": policy.max_batch_size if batching else 0,
             "input": [
                 {"name": t.name, "data_type": f"TYPE_{t.datatype}", "dims": list(t.shape)}
                 for t in entry.metadata.inputs
@@ -116,13 +116,13 @@ class ModelConfigResource:
                 "max_queue_delay_microseconds": int(policy.max_queue_delay_ms * 1000),
                 "preferred_batch_size": list(policy.preferred_batch_sizes),
             }
-            if policy and batching
+            if batching
             else None,
         }
 
 
 class InferResource:
-    def __init__(self, manager: ModelManager, max_body_bytes: int) -> None:
+    def __init__(self, manager: ModelService, max_body_bytes: int) -> None:
         self.manager = manager
         self.max_body_bytes = max_body_bytes
 
@@ -149,7 +149,7 @@ class InferResource:
 
 
 class StatsResource:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelService) -> None:
         self.manager = manager
 
     def on_get(
@@ -171,7 +171,7 @@ class StatsResource:
 
 
 class RepositoryIndexResource:
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelService) -> None:
         self.manager = manager
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -181,7 +181,7 @@ class RepositoryIndexResource:
 
 
 def _keep_alive(value: Any) -> float:
-    from edge_runner.config import to_duration_s
+    from edge_runner.config.settings import to_duration_s
 
     try:
         return to_duration_s(value)
@@ -190,7 +190,7 @@ def _keep_alive(value: Any) -> float:
 
 
 class RepositoryLoadResource:
-    def __init__(self, manager: ModelManager, action: str) -> None:
+    def __init__(self, manager: ModelService, action: str) -> None:
         self.manager = manager
         self.action = action
 

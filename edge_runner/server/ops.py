@@ -7,9 +7,9 @@ from typing import Any
 
 import falcon
 
-from edge_runner.errors import ModelNotReady, Overloaded
-from edge_runner.metrics import CONTENT_TYPE, Metrics
-from edge_runner.model_manager import ModelManager
+from edge_runner.core.errors import ModelNotReady, Overloaded
+from edge_runner.serving.metrics import CONTENT_TYPE, Metrics
+from edge_runner.serving.service import ModelService
 
 # Routes that must stay responsive under overload and never count against the limit.
 EXEMPT_PREFIXES = ("/v2/health", "/metrics", "/api/ps", "/openapi.json")
@@ -73,11 +73,11 @@ class MetricsResource:
 class PsResource:
     """Loaded models with memory, device, idle time, keep-alive and latency percentiles."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: ModelService) -> None:
         self.manager = manager
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        from edge_runner.memory import fmt_mb, process_rss
+        from edge_runner.serving.memory import fmt_mb, process_rss
 
         resp.media = {
             "models": self.manager.ps_rows(),

@@ -9,7 +9,7 @@ import pytest
 
 from edge_runner.backends.base import Backend, LoadOptions
 from edge_runner.backends.registry import get_backend, probe
-from edge_runner.manifest import Manifest
+from edge_runner.core.manifest import Manifest
 from tests.backends import models
 
 Artifact = tuple[Path, Manifest]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runner.manifest import Manifest, TensorSpec, file_entry
+from edge_runner.core.manifest import Manifest, TensorSpec, file_entry
 
 ROOT = Path(__file__).resolve().parents[2]
 Weights = list[tuple[np.ndarray, np.ndarray]]

@@ -14,8 +14,8 @@ import pytest
 
 from edge_runner.backends.base import Backend
 from edge_runner.backends.registry import probe
-from edge_runner.errors import EdgeRunnerError, InferenceError, InvalidInput, ModelLoadError
-from edge_runner.manifest import Manifest, file_entry
+from edge_runner.core.errors import EdgeRunnerError, InferenceError, InvalidInput, ModelLoadError
+from edge_runner.core.manifest import Manifest, file_entry
 from tests.backends import models
 from tests.backends.conftest import Artifact, make_backend, require
 
@@ -152,8 +152,8 @@ def test_every_format_and_backend_gives_the_same_answers(artifacts: dict[str, Ar
 
 
 def _gguf_default() -> Artifact | None:
-    from edge_runner.manifest import read_manifest
-    from edge_runner.model_manager import DEFAULTS_DIR
+    from edge_runner.core.manifest import read_manifest
+    from edge_runner.core.paths import DEFAULTS_DIR
 
     for path in sorted(DEFAULTS_DIR.glob("*/*/manifest.json")):
         manifest = read_manifest(path.parent)

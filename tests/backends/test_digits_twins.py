@@ -7,8 +7,8 @@ import pytest
 
 from edge_runner.backends.base import LoadOptions
 from edge_runner.backends.registry import get_backend, probe
-from edge_runner.manifest import read_manifest
-from edge_runner.model_manager import DEFAULTS_DIR
+from edge_runner.core.manifest import read_manifest
+from edge_runner.core.paths import DEFAULTS_DIR
 
 TWINS = [
     ("onnxruntime", "digits"),

@@ -8,7 +8,7 @@ import pytest
 
 llama_cpp = pytest.importorskip("llama_cpp")
 
-from edge_runner.backends.llama_cpp_backend import LlamaCppBackend, load_dynamic_backends  # noqa: E402
+from edge_runner.backends.llama_cpp.llama_cpp_backend import LlamaCppBackend, load_dynamic_backends  # noqa: E402
 
 
 def test_native_build_has_no_variants_to_load() -> None:

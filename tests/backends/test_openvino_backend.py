@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_runner.backends.openvino_backend import _batch_plan, device_unavailable, ov_message
-from edge_runner.errors import ModelLoadError
+from edge_runner.core.errors import ModelLoadError
 from tests.backends import models
 from tests.backends.conftest import Artifact, make_backend, require
 
@@ -65,7 +65,7 @@ def test_static_shapes_need_a_static_inner_shape(tmp_path: Path) -> None:
         helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9),
         str(tmp_path / "model.onnx"),
     )
-    from edge_runner.manifest import Manifest, file_entry
+    from edge_runner.core.manifest import Manifest, file_entry
 
     manifest = Manifest("dyn", 1, "onnx", (file_entry(tmp_path, "model.onnx"),))
     with pytest.raises(ModelLoadError, match="needs static shapes"):

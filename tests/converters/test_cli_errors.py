@@ -93,7 +93,7 @@ def test_out_folder_that_is_not_ours_is_refused(convert, torch_zoo, tmp_path):
 
 
 def test_json_output_and_register(convert, torch_zoo, tmp_path):
-    from edge_runner.manifest import read_manifest, verify_files
+    from edge_runner.core.manifest import read_manifest, verify_files
 
     repo = tmp_path / "repo"
     result = convert(

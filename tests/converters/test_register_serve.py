@@ -13,9 +13,9 @@ def test_registered_conversion_answers_over_http(convert, torch_zoo, tmp_path):
     import torch
     from falcon import testing
 
-    from edge_runner.config import Settings
-    from edge_runner.profiles import load_profile
-    from edge_runner.serve import build_manager
+    from edge_runner.cli.serve import build_manager
+    from edge_runner.config.profiles import load_profile
+    from edge_runner.config.settings import Settings
     from edge_runner.server.app import create_app
 
     repo = tmp_path / "repo"

@@ -15,9 +15,9 @@ pytest.importorskip("ai_edge_litert")
 def test_mobilenet_as_onnx_ir_tflite_answers_alike(convert: Any, keras_zoo: Any, tmp_path: Any) -> None:
     from falcon import testing
 
-    from edge_runner.config import Settings
-    from edge_runner.profiles import load_profile
-    from edge_runner.serve import build_manager
+    from edge_runner.cli.serve import build_manager
+    from edge_runner.config.profiles import load_profile
+    from edge_runner.config.settings import Settings
     from edge_runner.server.app import create_app
 
     repo = tmp_path / "repo"

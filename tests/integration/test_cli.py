@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runner.model_manager import DEFAULTS_DIR
+from edge_runner.core.paths import DEFAULTS_DIR
 from tests.conftest import ServerProcess, free_env
 
 DIGITS = DEFAULTS_DIR / "digits" / "1"

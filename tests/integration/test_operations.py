@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
-from edge_runner.loadgen import build_infer_body
+from edge_runner.cli.loadgen import build_infer_body
 from tests.conftest import ServerProcess, free_env
 from tests.unit.test_memory import make_mlp
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner.model_manager import DEFAULTS_DIR
+from edge_runner.core.paths import DEFAULTS_DIR
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"

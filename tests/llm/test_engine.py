@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("llama_cpp")
 
 from edge_runner.backends.base import LoadOptions
-from edge_runner.backends.llama_cpp_backend import LlamaCppBackend
-from edge_runner.errors import InvalidInput, ModelNotReady, Overloaded
-from edge_runner.llm.types import GenerationChunk, GenerationRequest, SamplingParams
-from edge_runner.manifest import read_manifest
+from edge_runner.backends.llama_cpp.llama_cpp_backend import LlamaCppBackend
+from edge_runner.core.errors import InvalidInput, ModelNotReady, Overloaded
+from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams
+from edge_runner.core.manifest import read_manifest
 
 PROMPTS = ("What is assert?", "Tell me about lambda.", "Explain yield in Python.", "What is a class?")
 GREEDY = SamplingParams(max_tokens=24, temperature=0.0)

@@ -1,11 +1,10 @@
-"""OpenAI routes in-process (Falcon TestClient): 429 + Retry-After, error shapes, SSE framing, chat CLI."""
+"""OpenAI routes in-process (Falcon TestClient over the real manager): 429 + Retry-After, errors, SSE, chat CLI."""
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,64 +14,20 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from edge_runner.backends.base import Capabilities, LoadOptions, ModelMetadata
-from edge_runner.backends.llama_cpp_backend import LlamaCppBackend
-from edge_runner.cli_run_llm import run_chat
-from edge_runner.errors import ModelNotFound, Overloaded
-from edge_runner.manifest import read_manifest
-from edge_runner.server import errors as server_errors
-from edge_runner.server.openai_routes import add_openai_routes
-
-
-@dataclass
-class Entry:
-    name: str
-    backend: Any
-    metadata: ModelMetadata
-    version: int = 1
-    loaded_at: float = 0.0
-
-
-@dataclass
-class Manager:
-    entries: dict[str, Entry] = field(default_factory=dict)
-
-    def get(self, name: str, version: int | None = None) -> Entry:
-        if name not in self.entries:
-            raise ModelNotFound(f"model {name!r} not found")
-        return self.entries[name]
-
-    def loaded(self) -> list[Entry]:
-        return list(self.entries.values())
-
-
-class BusyBackend:
-    """Always full: every generate() is refused."""
-
-    max_seq_len = 128
-
-    def generate(self, request: Any) -> Iterator[Any]:
-        raise Overloaded("all slots busy", retry_after_s=3)
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_llm_dir: Path) -> Iterator[LlamaCppBackend]:
-    backend = LlamaCppBackend(read_manifest(tiny_llm_dir), tiny_llm_dir, LoadOptions(threads=2))
-    backend.load()
-    yield backend
-    backend.unload()
+from edge_runner.cli.run_llm import run_chat
+from edge_runner.config.settings import Settings
+from edge_runner.server.app import create_app
+from edge_runner.serving.model_manager import ModelManager
+from tests.conftest import write_fake_model
 
 
 @pytest.fixture
-def client(tiny: LlamaCppBackend) -> falcon.testing.TestClient:
-    busy_meta = ModelMetadata((), (), Capabilities(generate=True, batching=False))
-    manager = Manager(
-        {"tiny-llm": Entry("tiny-llm", tiny, tiny.metadata()), "busy": Entry("busy", BusyBackend(), busy_meta)}
-    )
-    app = falcon.App()
-    server_errors.install(app)
-    add_openai_routes(app, manager)
-    return falcon.testing.TestClient(app)
+def client(settings: Settings, make_manager: Callable[..., ModelManager]) -> falcon.testing.TestClient:
+    """The real app over the real manager: tiny-llm (embedded) and a fake model whose slots are always full."""
+    write_fake_model(Path(settings.model_repository), "busy", generate="never", overloaded_retry_after_s=3)
+    manager = make_manager(max_body_bytes=1 << 20)
+    manager.load("tiny-llm")
+    return falcon.testing.TestClient(create_app(manager, manager.settings))
 
 
 def chat_body(model: str, **extra: Any) -> dict[str, Any]:
@@ -111,11 +66,13 @@ def test_models_card_shows_engine_slots(client: falcon.testing.TestClient) -> No
     assert card["engine"]["slots"] == 4 and card["engine"]["active"] == 0
 
 
-def test_run_chat_one_shot_and_interactive(tiny: LlamaCppBackend) -> None:
-    entry = Entry("tiny-llm", tiny, tiny.metadata())
+def test_run_chat_one_shot_and_interactive(make_manager: Callable[..., ModelManager]) -> None:
+    manager = make_manager()
     out = io.StringIO()
-    assert run_chat(entry, "What is if?", None, stdout=out) == 0
+    assert run_chat(manager, "tiny-llm", "What is if?", stdout=out) == 0
     assert out.getvalue().endswith("\n") and len(out.getvalue()) > 1
     out = io.StringIO()
-    assert run_chat(entry, None, None, stdin=io.StringIO("hello\n/reset\nagain\n/bye\n"), stdout=out) == 0
+    assert run_chat(manager, "tiny-llm", None, stdin=io.StringIO("hello\n/reset\nagain\n/bye\n"), stdout=out) == 0
     assert out.getvalue().count("\n") >= 2
+    # the chat went through the service: both runs are counted in the model's stats
+    assert manager.get("tiny-llm").stats.to_json()["inference_stats"]["success"]["count"] >= 3

@@ -7,11 +7,12 @@ import base64
 import numpy as np
 import pytest
 
-from edge_runner.errors import InvalidInput, MalformedRequest
-from edge_runner.llm import openai_protocol as proto
-from edge_runner.llm.chat import normalize_messages, render_chat
-from edge_runner.llm.text import TextAssembler, common_prefix_len
-from edge_runner.llm.types import GenerationChunk, Usage
+from edge_runner.backends.llama_cpp.chat import render_chat
+from edge_runner.backends.llama_cpp.text import TextAssembler, common_prefix_len
+from edge_runner.core.errors import InvalidInput, MalformedRequest
+from edge_runner.core.generation import GenerationChunk, Usage
+from edge_runner.protocol import openai as proto
+from edge_runner.protocol.openai import normalize_messages
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from falcon import testing
 
-from edge_runner.config import Settings
-from edge_runner.model_manager import ModelManager
+from edge_runner.config.settings import Settings
 from edge_runner.server.app import create_app
+from edge_runner.serving.model_manager import ModelManager
 from tests.conftest import write_fake_model
 
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from falcon import testing
 
-from edge_runner.config import Settings
-from edge_runner.datatypes import to_numpy
-from edge_runner.model_manager import ModelManager
-from edge_runner.repository import ModelRepository
+from edge_runner.config.settings import Settings
+from edge_runner.core.datatypes import to_numpy
+from edge_runner.protocol.kserve_codec import HEADER_LENGTH, decode_request, encode_response, serialize_bytes
+from edge_runner.repository.store import ModelRepository
 from edge_runner.server.app import create_app
-from edge_runner.server.codec import HEADER_LENGTH, decode_request, encode_response, serialize_bytes
+from edge_runner.serving.model_manager import ModelManager
 
 onnx = pytest.importorskip("onnx")
 

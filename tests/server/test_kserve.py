@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from falcon import testing
 
-from edge_runner.server.codec import HEADER_LENGTH
+from edge_runner.protocol.kserve_codec import HEADER_LENGTH
 
 
 def _infer_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:

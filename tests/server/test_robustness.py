@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from falcon import testing
 
-from edge_runner.errors import ManifestError, ModelLoadError
-from edge_runner.manifest import read_manifest
-from edge_runner.model_manager import ModelManager
-from edge_runner.repository import ModelRepository
+from edge_runner.core.errors import ManifestError, ModelLoadError
+from edge_runner.core.manifest import read_manifest
+from edge_runner.repository.store import ModelRepository
+from edge_runner.serving.model_manager import ModelManager
 from tests.conftest import write_fake_model
 
 GOOD = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}

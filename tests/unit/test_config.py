@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 
-from edge_runner.config import describe, load_config, to_bytes, to_duration_s
-from edge_runner.errors import ConfigError
+from edge_runner.config.settings import describe, load_config, to_bytes, to_duration_s
+from edge_runner.core.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -115,3 +117,39 @@ def test_durations(text: str, value: float) -> None:
 def test_out_of_range_values_are_refused(key: str, value: str, message: str) -> None:
     with pytest.raises(ConfigError, match=f"bad value for '{key}' in --{key.replace('_', '-')}: .*{message}"):
         load_config({key: value}, {})
+
+
+def test_xdg_folders_are_resolved_from_the_same_environment(tmp_path: Path) -> None:
+    env = {"XDG_DATA_HOME": str(tmp_path / "data"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    settings = load_config({}, env).settings
+    assert settings.repository_root() == tmp_path / "data" / "edge-runner" / "models"
+    assert settings.cache_root() == tmp_path / "cache" / "edge-runner"
+    # relative XDG values are ignored, as the XDG spec says
+    relative = load_config({}, {"XDG_DATA_HOME": "rel", "HOME": str(tmp_path)}).settings
+    assert relative.repository_root() == tmp_path / ".local" / "share" / "edge-runner" / "models"
+
+
+def test_every_verb_reads_the_settings_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models` honours the config file (it used to read only its flag and env); client verbs get url and key."""
+    from edge_runner.cli.main import build_parser, main, resolve_settings
+    from edge_runner.core.paths import DEFAULTS_DIR
+
+    for name in [k for k in os.environ if k.startswith("EDGE_RUNNER_")]:
+        monkeypatch.delenv(name)
+    config = tmp_path / "edge.toml"
+    config.write_text(f'model_repository = "{tmp_path / "from-file"}"\n')
+    assert main(["models", "--config", str(config), "add", str(DEFAULTS_DIR / "digits" / "1"), "--name", "d"]) == 0
+    assert (tmp_path / "from-file" / "d" / "1" / "manifest.json").is_file()
+    monkeypatch.setenv("EDGE_RUNNER_CONFIG", str(config))
+    capsys.readouterr()
+    assert main(["models", "--json", "list"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"name": "d", "versions": [1], "source": "repository"} in listed
+    args = build_parser().parse_args(["ps"])
+    env = {"EDGE_RUNNER_URL": "http://10.0.0.5:9000", "EDGE_RUNNER_API_KEY": "k"}
+    resolved, _ = resolve_settings(args, env)
+    assert resolved.settings.url == "http://10.0.0.5:9000" and resolved.settings.api_key == "k"
+    resolved, _ = resolve_settings(build_parser().parse_args(["ps", "--url", "http://h:1"]), env)
+    assert resolved.settings.url == "http://h:1" and resolved.sources["url"] == "cli"  # the flag is the CLI layer

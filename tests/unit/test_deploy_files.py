@@ -26,13 +26,14 @@ import pytest
 import yaml
 from falcon import testing
 
-from edge_runner.cli import _normalise, build_parser
-from edge_runner.config import Settings, load_config
-from edge_runner.metrics import Metrics
-from edge_runner.model_manager import DEFAULTS_DIR, ModelManager
-from edge_runner.profiles import load_profile, profiles_dir
-from edge_runner.repository import ModelRepository
+from edge_runner.cli.main import _normalise, build_parser
+from edge_runner.config.profiles import load_profile, profiles_dir
+from edge_runner.config.settings import Settings, load_config
+from edge_runner.core.paths import DEFAULTS_DIR
+from edge_runner.repository.store import ModelRepository
 from edge_runner.server.app import create_app
+from edge_runner.serving.metrics import Metrics
+from edge_runner.serving.model_manager import ModelManager
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -79,7 +80,7 @@ def find_object(kind: str, path: Path) -> dict[str, Any]:
 
 def check_env(env: dict[str, str], where: str) -> Settings:
     """The env block must be accepted by the real config loader (names and values)."""
-    from edge_runner.errors import ConfigError
+    from edge_runner.core.errors import ConfigError
 
     try:
         return load_config({}, env).settings
@@ -431,7 +432,7 @@ def test_dashboard_is_a_grafana_dashboard() -> None:
 
 
 def test_dashboard_and_alerts_query_only_exported_metrics(live_metric_names: set[str]) -> None:
-    source = (ROOT / "edge_runner" / "metrics.py").read_text(encoding="utf-8")
+    source = (ROOT / "edge_runner" / "serving" / "metrics.py").read_text(encoding="utf-8")
     for name in ABSENT_WITHOUT_GPU:  # the allowance must not hide a typo
         assert name.removeprefix("edge_runner") in source, name
     queried = set(METRIC_NAME.findall(json.dumps(dashboard())))

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runner.manifest import Manifest, read_manifest, verify_files
+from edge_runner.backends.registry import default_backend_for_format
+from edge_runner.core.manifest import Manifest, read_manifest, verify_files
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "edge_runner" / "defaults"
 ARTIFACTS = {
@@ -102,7 +103,7 @@ def test_onnx_manifest_records_both_precisions() -> None:
     manifest = read_manifest(ARTIFACTS["digits"])
     assert manifest.format == "onnx"
     assert manifest.backend == ""
-    assert manifest.backend_name == "onnxruntime"
+    assert default_backend_for_format(manifest.format) == "onnxruntime"
     parity = manifest.parity
     assert parity["heldout_accuracy_fp32"] >= MIN_ACCURACY
     assert parity["heldout_accuracy_int8"] == parity["heldout_accuracy"]

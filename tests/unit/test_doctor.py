@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runner import doctor
 from edge_runner.backends.registry import get_backend, probe
-from edge_runner.manifest import read_manifest
-from edge_runner.model_manager import DEFAULTS_DIR
-from edge_runner.profiles import load_profile
+from edge_runner.cli import doctor_report as doctor
+from edge_runner.config.profiles import load_profile
+from edge_runner.core.manifest import read_manifest
+from edge_runner.core.paths import DEFAULTS_DIR
 
 X86 = "processor\t: 0\nmodel name\t: Intel(R) Core(TM) Ultra 7 155H\nflags\t\t: fpu avx2 avx_vnni\nprocessor\t: 1\n"
 ARM = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm\nprocessor\t: 1\nprocessor\t: 2\nprocessor\t: 3\n"

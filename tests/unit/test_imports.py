@@ -10,7 +10,8 @@ HEAVY = ["torch", "tensorflow", "onnxruntime", "openvino", "llama_cpp", "convert
 
 
 def test_importing_cli_loads_no_runtime() -> None:
-    code = f"import sys, json; import edge_runner.cli; print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    probe = f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    code = f"import sys, json; import edge_runner.cli.main; {probe}"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == []
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runner.errors import MemoryBudgetExceeded
-from edge_runner.memory import Resident, mapped_files, plan_evictions
-from edge_runner.model_manager import ModelManager
-from edge_runner.repository import ModelRepository
+from edge_runner.core.errors import MemoryBudgetExceeded
+from edge_runner.repository.store import ModelRepository
+from edge_runner.serving.memory import Resident, mapped_files, plan_evictions
+from edge_runner.serving.model_manager import ModelManager
 
 onnx = pytest.importorskip("onnx")
 
@@ -132,7 +132,7 @@ def test_optimized_graph_cache_is_written_then_used(
 def test_preferred_quantization_picks_matching_version(
     tmp_path: Path, make_manager: Callable[..., ModelManager]
 ) -> None:
-    from edge_runner.model_manager import DEFAULTS_DIR
+    from edge_runner.core.paths import DEFAULTS_DIR
 
     repo = ModelRepository(tmp_path / "repo")
     repo.add(DEFAULTS_DIR / "digits" / "1", "d")  # int8
@@ -175,7 +175,7 @@ def test_replaced_model_never_reuses_a_stale_optimized_graph(
 def test_one_smaps_read_attributes_mappings_to_each_folder(tmp_path: Path) -> None:
     import mmap
 
-    from edge_runner.memory import mapped_by_folder
+    from edge_runner.serving.memory import mapped_by_folder
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from edge_runner.config import SETTING_NAMES, load_config
-from edge_runner.errors import BackendUnavailable, ConfigError
-from edge_runner.profiles import list_profiles, load_profile, profiles_dir, select_auto
+from edge_runner.config.profiles import list_profiles, load_profile, profiles_dir, select_auto
+from edge_runner.config.settings import SETTING_NAMES, load_config
+from edge_runner.core.errors import BackendUnavailable, ConfigError
 
 REQUIRED = {"cpu", "cpu-lowmem", "cuda", "jetson", "intel-npu", "arm64", "auto"}
 CONCRETE = sorted(REQUIRED - {"auto"})
@@ -45,8 +45,9 @@ def test_builtin_quantization_preset_exists_in_converters(name: str) -> None:
     ("text", "needle"),
     [
         ("[settings]\nmax_batch = 4\n", "settings.max_batch"),
-        ("[settings]\nmax_batch_size = '4'\n", "settings.max_batch_size: expected an integer"),
-        ("[settings]\ndynamic_batching = 1\n", "settings.dynamic_batching"),
+        ("[settings]\nmax_batch_size = 'four'\n", "settings.max_batch_size: bad value for 'max_batch_size'"),
+        ("[settings]\nmax_batch_size = 0\n", "must be at least 1"),
+        ("[settings]\ndynamic_batching = 'maybe'\n", "settings.dynamic_batching"),
         ("[gpu]\ndevices = ['CUDA']\n", "unknown table [gpu]"),
         ("[openvino]\ndevices = 'NPU'\n", "openvino.devices: expected a list of strings"),
         ("[openvino]\nperformance_hint = 'fast'\n", "openvino.performance_hint"),
@@ -75,7 +76,7 @@ def test_user_profile_by_path(tmp_path: Path) -> None:
 
 
 def test_unknown_names_and_missing_files_are_config_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="built-in profiles"):
+    with pytest.raises(ConfigError, match="profiles: arm64, auto, cpu"):
         load_profile("no-such-profile")
     with pytest.raises(ConfigError, match="not found"):
         load_profile(str(tmp_path / "missing.toml"))
@@ -131,7 +132,7 @@ def test_auto_picks_from_hardware_facts(found: dict[str, Any], expected: str) ->
 
 
 def test_auto_on_this_machine_without_accelerators_is_cpu() -> None:
-    from edge_runner.doctor import hardware_facts
+    from edge_runner.hardware.facts import hardware_facts
 
     here = hardware_facts()
     if here["nvidia_gpu"] or here["npu"] or here["arch"] != "x86_64" or here["ram_bytes"] <= 2 * GIB:
@@ -139,7 +140,12 @@ def test_auto_on_this_machine_without_accelerators_is_cpu() -> None:
     assert load_profile("auto").name == "cpu"
 
 
-def test_every_allowed_profile_setting_is_a_real_setting() -> None:
-    from edge_runner.profile_schema import SETTINGS
-
-    assert set(SETTINGS) <= set(SETTING_NAMES)
+def test_profile_settings_are_checked_by_the_settings_table(tmp_path: Path) -> None:
+    """One validation for every layer: a profile's [settings] go through the same converters as env and CLI."""
+    path = tmp_path / "p.toml"
+    path.write_text("[settings]\nport = 70000\nmemory_budget = '512MB'\n")
+    with pytest.raises(ConfigError) as info:
+        load_profile(str(path))
+    assert "settings.port" in info.value.message and "must be between 0 and 65535" in info.value.message
+    path.write_text("[settings]\nmemory_budget = '512MB'\n")
+    assert load_profile(str(path)).settings == {"memory_budget": "512MB"}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_runner.errors import IntegrityError, InvalidModelName, ManifestError, ModelNotFound
-from edge_runner.manifest import read_manifest
-from edge_runner.model_manager import DEFAULTS_DIR
-from edge_runner.repository import ModelRepository, select_versions, validate_name
+from edge_runner.core.errors import IntegrityError, InvalidModelName, ManifestError, ModelNotFound
+from edge_runner.core.manifest import read_manifest
+from edge_runner.core.paths import DEFAULTS_DIR
+from edge_runner.repository.store import ModelRepository, select_versions, validate_name
 
 DIGITS_ONNX = DEFAULTS_DIR / "digits" / "1" / "model.onnx"
 
@@ -104,7 +104,7 @@ def test_killed_import_leaves_no_version(tmp_path: Path) -> None:
     with big.open("ab") as fh:
         fh.truncate(1024 * 2**20)  # sparse; copying it takes a while
     code = (
-        "import sys; from pathlib import Path; from edge_runner.repository import ModelRepository; "
+        "import sys; from pathlib import Path; from edge_runner.repository.store import ModelRepository; "
         "ModelRepository(Path(sys.argv[1])).add(Path(sys.argv[2]), 'big')"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "repo"), str(big)])

@@ -13,9 +13,9 @@ import pytest
 
 from edge_runner.backends.base import LoadOptions
 from edge_runner.backends.fake_backend import FakeBackend
-from edge_runner.errors import InferenceError, ModelNotReady, Overloaded, RequestTimeout
-from edge_runner.manifest import read_manifest
-from edge_runner.scheduler import BatchPolicy, ModelScheduler
+from edge_runner.core.errors import InferenceError, ModelNotReady, Overloaded, RequestTimeout
+from edge_runner.core.manifest import read_manifest
+from edge_runner.serving.scheduler import BatchPolicy, ModelScheduler
 from tests.conftest import write_fake_model
 
 

@@ -20,10 +20,19 @@ from typing import Any
 
 import numpy as np
 
-from edge_runner.backends.base import Backend, Capabilities, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.base import (
+    Backend,
+    Capabilities,
+    LoadOptions,
+    ModelMetadata,
+    ProbeResult,
+    SelectionStep,
+    Tensors,
+)
 from edge_runner.core.errors import InvalidInput, ModelLoadError, ModelNotReady, UnsupportedOperation
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams
 from edge_runner.core.manifest import TensorSpec
+from edge_runner.core.schema import STRINGS, boolean, integer
 
 ENCODER_ARCHITECTURES = ("bert", "nomic-bert", "jina-bert-v2", "modern-bert", "t5encoder")
 TEXT_INPUT = TensorSpec("text_input", "BYTES", (-1,))
@@ -56,6 +65,35 @@ class LlamaCppBackend(Backend):
     name = "llama_cpp"
     formats = ("gguf",)
     suffixes = (".gguf",)
+    artifact_formats = {".gguf": "gguf"}
+    option_schema = {
+        "devices": STRINGS,
+        "n_gpu_layers": integer,
+        "n_batch": integer,
+        "parallel": integer,
+        "max_queue": integer,
+        "use_mmap": boolean,
+    }
+    runtime_package = "llama_cpp"
+
+    @classmethod
+    def wanted_devices(cls, options: LoadOptions) -> list[str]:
+        """Offloading layers (``n_gpu_layers`` != 0) asks for the GPU."""
+        if options.devices:
+            return list(options.devices)
+        return ["GPU"] if int(options.options.get("n_gpu_layers", 0)) != 0 else []
+
+    @classmethod
+    def device_unavailable(cls, device: str, available: Sequence[str], options: LoadOptions) -> str:
+        """Layers go to a GPU only when llama.cpp reports one; the CPU always works."""
+        if device == "GPU":
+            gpus = [d for d in available if d.upper() != "CPU"]
+            return (
+                ""
+                if gpus
+                else f"llama.cpp reports no GPU device ({', '.join(available) or 'none'}); layers stay on CPU"
+            )
+        return super().device_unavailable(device, available, options)
 
     @classmethod
     def probe(cls) -> ProbeResult:
