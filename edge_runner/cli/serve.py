@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from edge_runner.config.profiles import Profile
 from edge_runner.config.settings import Settings
@@ -52,25 +51,31 @@ def load_startup_models(manager: ModelManager, names: tuple[str, ...]) -> list[s
     return failures
 
 
+#: after the last in-flight request, time for waitress to write the final answers before the loop stops
+FLUSH_GRACE_S = 0.25
+
+
 def _drain_then_interrupt(manager: ModelManager, inflight: AdmissionMiddleware, deadline: float) -> None:
     while time.monotonic() < deadline:
         busy = inflight.in_flight + sum(m.in_flight() for m in manager.loaded())
         if busy == 0:
             break
         time.sleep(0.05)
+    time.sleep(FLUSH_GRACE_S)
     os.kill(os.getpid(), signal.SIGINT)
 
 
 def _sigterm_handler(
-    server: Any, manager: ModelManager, state: dict[str, bool], inflight: AdmissionMiddleware
+    manager: ModelManager, state: dict[str, bool], inflight: AdmissionMiddleware
 ) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if state.get("draining"):
             return
-        log.info("SIGTERM: no longer accepting connections; draining in-flight requests (max %.0fs)", DRAIN_TIMEOUT_S)
+        log.info("SIGTERM: draining in-flight requests (max %.0fs); new work gets 503 + Retry-After", DRAIN_TIMEOUT_S)
         state["draining"] = True
+        # Keep accepting connections: a request that arrives now gets an explicit 503 + Retry-After (and
+        # readiness turns 503), instead of waiting in the listen backlog to be reset when the process exits.
         inflight.draining = True
-        server.accepting = False
         threading.Thread(
             target=_drain_then_interrupt, daemon=True, args=(manager, inflight, time.monotonic() + DRAIN_TIMEOUT_S)
         ).start()
@@ -115,7 +120,7 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     print(
         f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""), flush=True
     )
-    signal.signal(signal.SIGTERM, _sigterm_handler(server, manager, state, inflight))
+    signal.signal(signal.SIGTERM, _sigterm_handler(manager, state, inflight))
     # The drain ends by sending ourselves SIGINT; a shell may have started us with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()

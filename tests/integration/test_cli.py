@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runner.core.paths import DEFAULTS_DIR
-from tests.conftest import ServerProcess, free_env
+from tests.conftest import ServerProcess, free_env, write_fake_model
 
 DIGITS = DEFAULTS_DIR / "digits" / "1"
 
@@ -129,31 +130,75 @@ def test_seed_form_without_verb_serves_one_model(tmp_path: Path) -> None:
         assert proc.wait(30) == 0
 
 
+def _outcome(url: str, body: bytes) -> str:
+    """``ok`` (200 with the full answer), ``refused`` (503 + Retry-After, or the listener is closed), or what was
+    lost: any other status, a dropped connection or a timeout after the request was sent."""
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer = json.loads(resp.read())
+            return "ok" if resp.status == 200 and answer["outputs"][0]["shape"] == [2, 4] else f"bad answer {answer}"
+    except urllib.error.HTTPError as err:
+        return "refused" if err.code == 503 and err.headers.get("Retry-After") else f"HTTP {err.code}"
+    except urllib.error.URLError as err:
+        return "refused" if isinstance(err.reason, ConnectionRefusedError) else f"lost: {err.reason!r}"
+    except OSError as err:  # RemoteDisconnected, ConnectionResetError, timeouts: an accepted request was dropped
+        return f"lost: {err!r}"
+
+
 def test_sigterm_drains_in_flight_requests_and_exits_zero(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    server = start_server("--models", "digits")
-    results: list[int] = []
-    body = json.dumps(
-        {"inputs": [{"name": "input", "shape": [64, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 4096}]}
-    ).encode()
+    """Every request sent before SIGTERM is answered; after it, work is refused explicitly, never dropped."""
+    write_fake_model(tmp_path / "repo", "slow", delay_ms=250)
+    server = start_server("--models", "slow", "--no-load-defaults")
+    url = server.url + "/v2/models/slow/infer"
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1.0] * 8}]}).encode()
+    records: list[tuple[float, str]] = []  # (send time, outcome)
+    signalled = threading.Event()
 
-    def call() -> None:
-        for _ in range(20):
-            try:
-                req = urllib.request.Request(server.url + "/v2/models/digits/infer", data=body)
-                with urllib.request.urlopen(req, timeout=30) as resp:
-                    results.append(resp.status)
-            except OSError:
+    def client() -> None:
+        while True:
+            sent = time.monotonic()
+            outcome = _outcome(url, body)
+            records.append((sent, outcome))
+            if outcome != "ok" or (signalled.is_set() and sent > sigterm_at[0] + 1.0):
                 return
 
-    workers = [threading.Thread(target=call) for _ in range(4)]
+    sigterm_at = [float("inf")]
+    workers = [threading.Thread(target=client) for _ in range(6)]
     for w in workers:
         w.start()
-    time.sleep(0.3)
+    time.sleep(0.8)  # six clients on one 250 ms worker: some running, some queued
+    sigterm_at[0] = time.monotonic()
     server.proc.send_signal(signal.SIGTERM)
+    signalled.set()
     for w in workers:
         w.join(60)
     assert server.proc.wait(30) == 0
-    assert results and set(results) == {200}
+    before = [outcome for sent, outcome in records if sent < sigterm_at[0]]
+    lost = [outcome for _, outcome in records if outcome not in ("ok", "refused")]
+    assert lost == [], [(round(t - sigterm_at[0], 3), o) for t, o in records if o != "ok"]
+    assert before and set(before) == {"ok"}, before  # accepted before SIGTERM: all answered
+    assert len(before) >= 6  # at least one full round was in flight when the signal came
     assert "draining" in server.log_path.read_text()
+
+
+def test_drain_outcome_classifier_sees_a_lost_request(tmp_path: Path) -> None:
+    """The check above must be able to fail: a server that closes the connection mid-request is 'lost'."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drop_one() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.close()  # read the request, answer nothing
+
+    thread = threading.Thread(target=drop_one)
+    thread.start()
+    assert _outcome(f"http://127.0.0.1:{port}/x", b"{}").startswith("lost")
+    thread.join(10)
+    listener.close()
+    assert _outcome(f"http://127.0.0.1:{port}/x", b"{}") == "refused"
