@@ -1,4 +1,4 @@
-"""``create_app(manager, settings)``: the Falcon application with every route.
+"""``create_app(service, settings)``: the Falcon application with every route.
 
 Routes are declared once in ``build_routes``; ``/openapi.json`` is generated
 from the same table so the spec cannot drift from what is served.
@@ -39,13 +39,13 @@ class AuthMiddleware:
             raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
 
 
-def build_routes(manager: ModelService, settings: Settings, state: dict[str, bool]) -> list[Route]:
+def build_routes(service: ModelService, settings: Settings, state: dict[str, bool]) -> list[Route]:
     """The KServe v2 route table."""
-    meta = kserve.ModelMetadataResource(manager)
-    ready = kserve.ModelReadyResource(manager)
-    infer = kserve.InferResource(manager, settings.max_body_bytes)
-    stats = kserve.StatsResource(manager)
-    config = kserve.ModelConfigResource(manager)
+    meta = kserve.ModelMetadataResource(service)
+    ready = kserve.ModelReadyResource(service)
+    infer = kserve.InferResource(service, settings.max_body_bytes)
+    stats = kserve.StatsResource(service)
+    config = kserve.ModelConfigResource(service)
     version = "/v2/models/{model}/versions/{version}"
     return [
         Route("/v2", kserve.ServerMetadataResource(), "Server metadata and protocol extensions"),
@@ -62,10 +62,10 @@ def build_routes(manager: ModelService, settings: Settings, state: dict[str, boo
         Route(f"{version}/infer", infer, "Inference on one version"),
         Route("/v2/models/{model}/stats", stats, "Statistics of one model"),
         Route(f"{version}/stats", stats, "Statistics of one version"),
-        Route("/v2/repository/index", kserve.RepositoryIndexResource(manager), "Every model version and its state"),
-        Route("/v2/repository/models/{model}/load", kserve.RepositoryLoadResource(manager, "load"), "Load a model"),
+        Route("/v2/repository/index", kserve.RepositoryIndexResource(service), "Every model version and its state"),
+        Route("/v2/repository/models/{model}/load", kserve.RepositoryLoadResource(service, "load"), "Load a model"),
         Route(
-            "/v2/repository/models/{model}/unload", kserve.RepositoryLoadResource(manager, "unload"), "Unload a model"
+            "/v2/repository/models/{model}/unload", kserve.RepositoryLoadResource(service, "unload"), "Unload a model"
         ),
     ]
 
@@ -101,28 +101,35 @@ class OpenApiResource:
         resp.media = {"openapi": "3.1.0", "info": {"title": "edge-runner", "version": __version__}, "paths": paths}
 
 
+def all_routes(
+    service: ModelService, settings: Settings, state: dict[str, bool], admission: AdmissionMiddleware
+) -> list[Route]:
+    """Every route the app serves: KServe v2, operations and OpenAI (``/openapi.json`` is added on top)."""
+    routes = build_routes(service, settings, state)
+    routes.append(
+        Route("/api/ps", PsResource(service), "Loaded models: memory, device, idle time, keep-alive", "operations")
+    )
+    if service.metrics is not None and settings.enable_metrics:
+        service.metrics.attach_state(service.ps_rows, lambda: admission.in_flight)
+        routes.append(Route("/metrics", MetricsResource(service.metrics), "Prometheus metrics", "operations"))
+    return routes + openai_routes(service)
+
+
 def create_app(
-    manager: ModelService,
+    service: ModelService,
     settings: Settings,
     state: dict[str, bool] | None = None,
     admission: AdmissionMiddleware | None = None,
 ) -> falcon.App[falcon.Request, falcon.Response]:
     """The WSGI app; ``state`` carries readiness/draining flags shared with the serve loop."""
     state = state if state is not None else {"ready": True}
-    admission = admission or AdmissionMiddleware(settings.max_concurrent_requests, manager.metrics)
+    admission = admission or AdmissionMiddleware(settings.max_concurrent_requests, service.metrics)
     # Auth first: an unauthenticated flood must not take admission slots.
     middleware: list[Any] = [AuthMiddleware(settings.api_key), admission]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     server_errors.install(app)
-    routes = build_routes(manager, settings, state)
-    routes.append(
-        Route("/api/ps", PsResource(manager), "Loaded models: memory, device, idle time, keep-alive", "operations")
-    )
-    if manager.metrics is not None and settings.enable_metrics:
-        manager.metrics.attach_state(manager.ps_rows, lambda: admission.in_flight)
-        routes.append(Route("/metrics", MetricsResource(manager.metrics), "Prometheus metrics", "operations"))
-    routes += openai_routes(manager)
+    routes = all_routes(service, settings, state, admission)
     for route in routes:
         app.add_route(route.path, route.resource)
     app.add_route("/openapi.json", OpenApiResource(routes))

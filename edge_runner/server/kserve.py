@@ -26,10 +26,10 @@ def _version(raw: str | None) -> int | None:
     return int(raw)
 
 
-def model_metadata(manager: ModelService, entry: LoadedModel) -> dict[str, Any]:
+def model_metadata(service: ModelService, entry: LoadedModel) -> dict[str, Any]:
     """The v2 model metadata object, with edge-runner's device choice and its reasons."""
     meta = entry.metadata
-    versions = sorted({m.version for m in manager.loaded() if m.name == entry.name})
+    versions = sorted({m.version for m in service.loaded() if m.name == entry.name})
     return {
         "name": entry.name,
         "versions": [str(v) for v in versions],
@@ -74,30 +74,30 @@ class ReadyResource:
 
 
 class ModelMetadataResource:
-    def __init__(self, manager: ModelService) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        resp.media = model_metadata(self.manager, self.manager.get(validate_name(model), _version(version)))
+        resp.media = model_metadata(self.service, self.service.get(validate_name(model), _version(version)))
 
 
 class ModelReadyResource:
-    def __init__(self, manager: ModelService) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        entry = self.manager.get(validate_name(model), _version(version))
+        entry = self.service.get(validate_name(model), _version(version))
         resp.media = {"name": entry.name, "version": str(entry.version), "ready": True}
 
 
 class ModelConfigResource:
     """Triton's model configuration view (``tritonclient`` ``get_model_config``)."""
 
-    def __init__(self, manager: ModelService) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        entry = self.manager.get(validate_name(model), _version(version))
+        entry = self.service.get(validate_name(model), _version(version))
         policy, batching = entry.scheduler.policy, entry.scheduler.batching
         resp.media = {
             "name": entry.name,
@@ -122,8 +122,8 @@ class ModelConfigResource:
 
 
 class InferResource:
-    def __init__(self, manager: ModelService, max_body_bytes: int) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService, max_body_bytes: int) -> None:
+        self.service = service
         self.max_body_bytes = max_body_bytes
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
@@ -135,7 +135,7 @@ class InferResource:
         except ValueError:
             raise MalformedRequest(f"{HEADER_LENGTH} must be an integer, got {raw_len!r}") from None
         request = decode_request(body, header_len)
-        entry, results = self.manager.infer(
+        entry, results = self.service.infer(
             name, _version(version), request.inputs, request.input_datatypes, request.outputs
         )
         datatypes = {t.name: t.datatype for t in entry.metadata.outputs}
@@ -149,19 +149,19 @@ class InferResource:
 
 
 class StatsResource:
-    def __init__(self, manager: ModelService) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     def on_get(
         self, req: falcon.Request, resp: falcon.Response, model: str | None = None, version: str | None = None
     ) -> None:
-        entries = self.manager.loaded()
+        entries = self.service.loaded()
         if model is not None:
             validate_name(model)
             wanted = _version(version)
             entries = [m for m in entries if m.name == model and (wanted is None or m.version == wanted)]
             if not entries:
-                self.manager.get(model, wanted)  # raises the precise not-found / not-ready error
+                self.service.get(model, wanted)  # raises the precise not-found / not-ready error
         resp.media = {
             "model_stats": [
                 {"name": m.name, "version": str(m.version), **m.stats.to_json()}
@@ -171,12 +171,12 @@ class StatsResource:
 
 
 class RepositoryIndexResource:
-    def __init__(self, manager: ModelService) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         ready_only = bool(json_object(read_body(req, 1 << 16)).get("ready", False))
-        rows = self.manager.index()
+        rows = self.service.index()
         resp.media = [r for r in rows if r["state"] == "READY"] if ready_only else rows
 
 
@@ -190,8 +190,8 @@ def _keep_alive(value: Any) -> float:
 
 
 class RepositoryLoadResource:
-    def __init__(self, manager: ModelService, action: str) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService, action: str) -> None:
+        self.service = service
         self.action = action
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, model: str) -> None:
@@ -201,11 +201,11 @@ class RepositoryLoadResource:
             raise MalformedRequest('\'parameters\' must be an object, e.g. {"parameters": {"keep_alive": "5m"}}')
         if self.action == "load":
             keep_alive = _keep_alive(params["keep_alive"]) if "keep_alive" in params else None  # validate first
-            self.manager.load(name)
+            self.service.load(name)
             if keep_alive is not None:
-                self.manager.set_keep_alive(name, keep_alive)
+                self.service.set_keep_alive(name, keep_alive)
         else:
-            if name not in self.manager.model_names():
-                raise ModelNotFound(f"model {name!r} not found; available models: {self.manager.model_names()}")
-            self.manager.unload(name)
+            if name not in self.service.model_names():
+                raise ModelNotFound(f"model {name!r} not found; available models: {self.service.model_names()}")
+            self.service.unload(name)
         resp.media = {}

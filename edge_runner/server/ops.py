@@ -73,15 +73,15 @@ class MetricsResource:
 class PsResource:
     """Loaded models with memory, device, idle time, keep-alive and latency percentiles."""
 
-    def __init__(self, manager: ModelService) -> None:
-        self.manager = manager
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         from edge_runner.serving.memory import fmt_mb, process_rss
 
         resp.media = {
-            "models": self.manager.ps_rows(),
+            "models": self.service.ps_rows(),
             "process_rss_bytes": process_rss(),
-            "memory_budget_bytes": self.manager.budget,
+            "memory_budget_bytes": self.service.budget,
             "summary": f"process RSS {fmt_mb(process_rss())}",
         }
