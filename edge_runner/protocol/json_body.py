@@ -16,7 +16,9 @@ def json_object(body: bytes, empty_ok: bool = True) -> dict[str, Any]:
         raise MalformedRequest("the request body is empty; send a JSON object")
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise MalformedRequest("request body nests arrays or objects too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers past Python's digit limit
         raise MalformedRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MalformedRequest("request body must be a JSON object")

@@ -77,7 +77,9 @@ def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str)
     try:
         if datatype == "BYTES":
             flat = np.array(data, dtype=np.object_).reshape(-1)
-            array = np.array([v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in flat], dtype=np.object_)
+            if not all(isinstance(v, str) for v in flat):  # bytes(4_000_000_000) would allocate 4 GB
+                raise InvalidInput(f"input {name!r}: BYTES data in JSON must be strings")
+            array = np.array([v.encode("utf-8") for v in flat], dtype=np.object_)
         elif datatype == "BF16":
             array = _bf16_from_floats(np.asarray(data, dtype=np.float32).reshape(-1))
         elif datatype == "BOOL":

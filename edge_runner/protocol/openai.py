@@ -19,6 +19,8 @@ from edge_runner.core.errors import InvalidInput, MalformedRequest
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
 
 MAX_STOP_STRINGS = 4
+#: as OpenAI's embeddings endpoint: more inputs per request are refused before any work
+MAX_EMBEDDING_INPUTS = 2048
 
 
 def _content(message: dict[str, Any]) -> str:
@@ -187,6 +189,8 @@ def embedding_texts(body: dict[str, Any]) -> list[str]:
         raise MalformedRequest("'input' must be a string or a non-empty list of strings (token arrays unsupported)")
     if any(not t for t in texts):
         raise MalformedRequest("'input' strings must not be empty")
+    if len(texts) > MAX_EMBEDDING_INPUTS:
+        raise MalformedRequest(f"'input' has {len(texts)} strings; at most {MAX_EMBEDDING_INPUTS} per request")
     return texts
 
 

@@ -18,10 +18,11 @@ from typing import Any
 
 import falcon
 
-from edge_runner.core.errors import MalformedRequest
+from edge_runner.core.errors import MalformedRequest, ModelNotFound
 from edge_runner.core.generation import GenerationRequest
 from edge_runner.protocol import openai as proto
 from edge_runner.protocol.json_body import json_object
+from edge_runner.repository.store import validate_name
 from edge_runner.server.body import read_body
 from edge_runner.server.routes import Route
 from edge_runner.serving.loaded_model import LoadedModel
@@ -31,14 +32,16 @@ log = logging.getLogger("edge_runner.server.openai")
 
 
 def model_ref(body: dict[str, Any]) -> tuple[str, int | None]:
-    """``model`` as ``name`` or ``name:version`` (``name:latest`` and other tags mean the newest)."""
+    """``model`` as ``name``, ``name:latest`` (the newest version) or ``name:VERSION``."""
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise MalformedRequest("'model' must name a model (see GET /v1/models)")
     base, _, tag = name.partition(":")
-    if tag.isascii() and tag.isdigit():
-        return base, int(tag)
-    return base, None
+    if tag in ("", "latest"):
+        return validate_name(base), None
+    if tag.isascii() and tag.isdigit() and len(tag) <= 9:
+        return validate_name(base), int(tag)
+    raise ModelNotFound(f"model {name!r}: tags are 'latest' or a version number, e.g. {base}:latest or {base}:1")
 
 
 class _Base:

@@ -99,3 +99,34 @@ def test_openai_requests_are_counted_in_stats(client: testing.TestClient, manage
     assert client.simulate_post("/v1/chat/completions", json=too_long).status_code == 400
     stats = client.simulate_get("/v2/models/tiny-llm/stats").json["model_stats"][0]["inference_stats"]
     assert (stats["success"]["count"], stats["fail"]["count"]) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "status", "message"),
+    [
+        ("/v2/models/digits/infer", b"[" * 100_000, 400, "nests arrays or objects too deeply"),
+        (
+            "/v2/models/digits/infer",
+            b'{"inputs": [{"name": "input", "shape": [1], "datatype": "INT64", "data": [' + b"9" * 5000 + b"]}]}",
+            400,
+            "not valid JSON",
+        ),
+        (
+            "/v2/models/digits/infer",
+            b'{"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES", "data": [4000000000]}]}',
+            422,
+            "BYTES data in JSON must be strings",
+        ),
+        ("/v1/chat/completions", b'{"model": "tiny-llm:\xc2\xb2", "messages": []}', 404, "tags are 'latest'"),
+        ("/v1/chat/completions", b'{"model": "../etc", "messages": []}', 400, "invalid model name"),
+        ("/v1/embeddings", b'{"model": "digits", "input": [' + b'"a",' * 2048 + b'"a"]}', 400, "at most 2048"),
+    ],
+    ids=["nested-100k", "5000-digit-int", "bytes-from-int", "non-ascii-tag", "path-in-model", "2049-inputs"],
+)
+def test_issue_12_inputs_that_used_to_answer_500(
+    client: testing.TestClient, path: str, raw: bytes, status: int, message: str
+) -> None:
+    resp = client.simulate_post(path, body=raw, headers={"Content-Type": "application/json"})
+    assert resp.status_code == status, resp.text
+    error = resp.json["error"]
+    assert message in (error["message"] if isinstance(error, dict) else error)
