@@ -24,6 +24,7 @@ from edge_runner.config.settings import (
     config_file_path,
     describe,
     load_config,
+    service_links,
     setting_fields,
 )
 from edge_runner.core.errors import ConfigError, EdgeRunnerError
@@ -232,6 +233,13 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{row['name']:<26} {row['value']!s:<28} {row['source']}")
         return EXIT_OK
     _setup_logging(resolved.settings)
+    links = service_links(os.environ)
+    if links:
+        logging.getLogger("edge_runner.config").info(
+            "ignoring %d Kubernetes service-link variables (%s); set enableServiceLinks: false to drop them",
+            len(links),
+            ", ".join(links),
+        )
     if args.verb == "run":
         return cli_verbs.run(args, resolved.settings, profile)
     from edge_runner.cli.serve import serve

@@ -23,8 +23,6 @@ from edge_runner.serving.model_manager import ModelManager
 
 log = logging.getLogger("edge_runner.cli.serve")
 
-DRAIN_TIMEOUT_S = 20.0
-
 
 def build_manager(settings: Settings, profile: Profile, metrics: Metrics | None = None) -> ModelManager:
     """Repository (+ embedded defaults) or the single external model of the seed form."""
@@ -66,18 +64,18 @@ def _drain_then_interrupt(manager: ModelManager, inflight: AdmissionMiddleware, 
 
 
 def _sigterm_handler(
-    manager: ModelManager, state: dict[str, bool], inflight: AdmissionMiddleware
+    manager: ModelManager, state: dict[str, bool], inflight: AdmissionMiddleware, drain_s: float
 ) -> Callable[[int, FrameType | None], None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         if state.get("draining"):
             return
-        log.info("SIGTERM: draining in-flight requests (max %.0fs); new work gets 503 + Retry-After", DRAIN_TIMEOUT_S)
+        log.info("SIGTERM: draining in-flight requests (max %.0fs); new work gets 503 + Retry-After", drain_s)
         state["draining"] = True
         # Keep accepting connections: a request that arrives now gets an explicit 503 + Retry-After (and
         # readiness turns 503), instead of waiting in the listen backlog to be reset when the process exits.
         inflight.draining = True
         threading.Thread(
-            target=_drain_then_interrupt, daemon=True, args=(manager, inflight, time.monotonic() + DRAIN_TIMEOUT_S)
+            target=_drain_then_interrupt, daemon=True, args=(manager, inflight, time.monotonic() + drain_s)
         ).start()
 
     return handler
@@ -115,12 +113,18 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     if ready_file is not None:
         ready_file.write_text(str(port))
     failures = load_startup_models(manager, settings.models)
+    if settings.model_path and failures:
+        # Single-model mode (the seed's container line): a server without its one model must not look healthy.
+        print(f"edge-runner: cannot serve {settings.model_path}: {'; '.join(failures)}", file=sys.stderr, flush=True)
+        manager.close()
+        server.close()
+        return 1
     state["ready"] = True
     loaded = ", ".join(f"{m.name}:v{m.version} [{m.backend.name}/{m.metadata.device}]" for m in manager.loaded())
     print(
         f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""), flush=True
     )
-    signal.signal(signal.SIGTERM, _sigterm_handler(manager, state, inflight))
+    signal.signal(signal.SIGTERM, _sigterm_handler(manager, state, inflight, settings.drain_timeout))
     # The drain ends by sending ourselves SIGINT; a shell may have started us with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()

@@ -187,6 +187,12 @@ class Settings:
         64, "requests in flight across the server before 429", int_at_least(0), env=("MAX_CONCURRENT_REQUESTS",)
     )
     request_timeout_ms: int = _setting(30000, "per-request deadline; past it the answer is 504", int_at_least(1))
+    drain_timeout: float = _setting(
+        20.0,
+        "on SIGTERM, wait this long for in-flight requests and streams (e.g. 60s; keep it below the "
+        "orchestrator's grace period)",
+        to_duration_s,
+    )
     max_body_bytes: int = _setting(64 * 2**20, "largest request body accepted (e.g. 64MiB)", to_bytes)
     http_threads: int = _setting(8, "waitress worker threads", int_at_least(1))
     api_key: str = _setting("", "require 'Authorization: Bearer KEY' on every route but liveness", str, secret=True)
@@ -276,7 +282,7 @@ def load_config(
             sources[key] = source
     for name in SETTING_NAMES:
         for env in env_names(name):
-            if env in environ:
+            if env in environ and not is_service_link(env, environ[env]):
                 values[name] = convert_setting(name, environ[env], f"env {env}")
                 sources[name] = f"env {env}"
                 break
@@ -286,7 +292,10 @@ def load_config(
     unknown_env = [
         k
         for k in environ
-        if k.startswith(ENV_PREFIX) and k[len(ENV_PREFIX) :].lower() not in SETTING_NAMES and k not in _NON_SETTING_ENV
+        if k.startswith(ENV_PREFIX)
+        and k[len(ENV_PREFIX) :].lower() not in SETTING_NAMES
+        and k not in _NON_SETTING_ENV
+        and not is_service_link(k, environ[k])
     ]
     if unknown_env:
         raise ConfigError(f"unknown environment variable {unknown_env[0]}; known settings: {', '.join(SETTING_NAMES)}")
@@ -296,6 +305,28 @@ def load_config(
     if not values.get("cache_dir"):
         values["cache_dir"] = str(xdg_cache_dir(environ))
     return Resolved(replace(Settings(), **values), sources)
+
+
+# Kubernetes injects these for a Service named "edge-runner" in the namespace (enableServiceLinks):
+# EDGE_RUNNER_SERVICE_HOST, EDGE_RUNNER_SERVICE_PORT[_NAME], EDGE_RUNNER_PORT=tcp://10.0.0.1:8000,
+# EDGE_RUNNER_PORT_8000_TCP[_PROTO|_PORT|_ADDR]. They are not settings and must never stop the server.
+_SERVICE_LINK = re.compile(r"(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_[0-9]+_(TCP|UDP|SCTP)(_PROTO|_PORT|_ADDR)?)")
+_SERVICE_URL = re.compile(r"(tcp|udp|sctp)://[^\s]+:[0-9]+")
+
+
+def is_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is a variable Kubernetes injected for a Service called ``edge-runner``."""
+    if not name.startswith(ENV_PREFIX):
+        return False
+    rest = name[len(ENV_PREFIX) :]
+    if rest == "PORT":
+        return _SERVICE_URL.fullmatch(value.strip()) is not None
+    return _SERVICE_LINK.fullmatch(rest) is not None
+
+
+def service_links(environ: Mapping[str, str]) -> list[str]:
+    """The Kubernetes service-link variables in ``environ`` (ignored; ``serve`` logs them once)."""
+    return sorted(k for k, v in environ.items() if is_service_link(k, v))
 
 
 #: the env name of the config file; it says where settings are, so it is not a setting itself

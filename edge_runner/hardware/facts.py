@@ -74,9 +74,9 @@ def cpu_info(root: Path = Path("/")) -> dict[str, Any]:
     )
     found = {name: any(f in flags for f in names) for name, names in {**_X86_FLAGS, **_ARM_FLAGS}.items()}
     usable = len(os.sched_getaffinity(0)) if root == Path("/") else logical
-    quota = _read(root, "sys/fs/cgroup/cpu.max").split()
-    if len(quota) == 2 and quota[0] != "max":
-        usable = max(1, min(usable or 1 << 16, int(int(quota[0]) / int(quota[1]) + 0.999)))
+    quota = cpu_quota_cores(root)
+    if quota is not None:
+        usable = max(1, min(usable or 1 << 16, quota))
     return {
         "model": model,
         "arch": arch,
@@ -84,6 +84,14 @@ def cpu_info(root: Path = Path("/")) -> dict[str, Any]:
         "cores_logical": logical or os.cpu_count() or 1,
         "cores_usable": usable or logical or 1,
     }
+
+
+def cpu_quota_cores(root: Path = Path("/")) -> int | None:
+    """Cores the cgroup CPU quota allows (a pod's CPU limit), rounded up; None without a quota."""
+    quota = _read(root, "sys/fs/cgroup/cpu.max").split()
+    if len(quota) == 2 and quota[0] != "max" and quota[0].isdigit() and quota[1].isdigit() and int(quota[1]):
+        return max(1, int(int(quota[0]) / int(quota[1]) + 0.999))
+    return None
 
 
 def memory_info(root: Path = Path("/")) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from edge_runner.backends.registry import get_backend
 from edge_runner.config.profiles import Profile
 from edge_runner.config.settings import Settings
 from edge_runner.core.manifest import Manifest
+from edge_runner.hardware.facts import cpu_quota_cores
 from edge_runner.serving.loaded_model import LoadedModel
 from edge_runner.serving.memory import mapped_files, process_rss
 from edge_runner.serving.metrics import Metrics
@@ -39,7 +40,9 @@ class ModelLoader:
         cls, backend_steps = self.choose_backend(manifest)  # probes, so the runtime's import is not charged
         rss_before = process_rss()
         cache = self.settings.cache_root() / "compiled" / name / str(version) / cls.name
-        options = self.profile.load_options(cls.name, threads=self.settings.threads, cache_dir=cache)
+        # Runtimes size their thread pools from the node's cores; under a pod CPU limit that oversubscribes.
+        threads = self.settings.threads or int(self.profile.settings.get("threads", 0)) or (cpu_quota_cores() or 0)
+        options = self.profile.load_options(cls.name, threads=threads, cache_dir=cache)
         if self.settings.device:
             options = replace(options, devices=(*self.settings.device, *options.devices))
         # Settings that are also backend options win over the profile's backend table: they were layered

@@ -202,3 +202,15 @@ def test_drain_outcome_classifier_sees_a_lost_request(tmp_path: Path) -> None:
     thread.join(10)
     listener.close()
     assert _outcome(f"http://127.0.0.1:{port}/x", b"{}") == "refused"
+
+
+def test_single_model_mode_exits_non_zero_when_its_model_cannot_be_served(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The seed's form serves one model: without it the server must not report ready (an orchestrator restarts it)."""
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    server = start_server("--model-name", "m", "--model-path", str(broken), wait=False)
+    assert server.proc.wait(60) == 1
+    log = server.log_path.read_text()
+    assert "cannot serve" in log and "ready:" not in log

@@ -274,8 +274,15 @@ def test_configmap_settings_are_accepted_by_the_config_loader() -> None:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     limit = container["resources"]["limits"]["memory"]
     assert limit.endswith("Gi")
-    assert settings.memory_budget < int(limit[:-2]) * 2**30, "the memory budget must stay under the pod limit"
+    # "auto" follows the cgroup limit; a fixed budget must stay under it
+    assert settings.memory_budget == -1 or settings.memory_budget < int(limit[:-2]) * 2**30
     assert parse_cli(container["args"]).verb == "serve"
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["enableServiceLinks"] is False
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pre_stop + settings.drain_timeout < pod["terminationGracePeriodSeconds"], "the drain must fit the grace"
+    pinned = {"max_batch_size", "max_concurrent_requests", "threads", "http_threads", "memory_budget"}
+    assert not pinned & {k.removeprefix("EDGE_RUNNER_").lower() for k in configmap["data"]}, "profile settings"
 
 
 def test_hpa_scales_on_the_exported_queue_depth_metric(live_metric_names: set[str]) -> None:
