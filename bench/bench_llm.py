@@ -6,8 +6,12 @@
 3. RSS of the server with the model loaded, split into file-backed (mapped GGUF) and anonymous
    memory, with mmap on and off (``--no-mmap``) - shows the weights are mapped, not copied.
 
-Decode tok/s = (tokens - 1) / (time of last token - time of first token), so prompt processing is
-excluded; every run generates exactly ``--tokens`` tokens (end-of-generation is ignored/suppressed).
+Generation tok/s = tokens / (time of the last token - time the request was sent), where ``tokens`` is
+the server's own ``usage.completion_tokens`` (SSE events may carry several tokens each, so counting
+events or timing from the first event would flatter a server that batches its events). Every run
+generates exactly ``--tokens`` tokens (end-of-generation is ignored/suppressed) and the baselines are
+timed the same way: llama-cpp-python's Python loop in-process, and llama.cpp's own C++ ``llama-server``
+built from the same vendored sources (``bash bench/peers/build_llama_server.sh``, then ``--llama-server``).
 
 Usage: python -m bench.bench_llm [--model PATH.gguf | --big] [--tokens 128] [--streams 4] [--threads 2]
 ``--big`` first builds a ~107 MB random-weight Llama GGUF with our converter (cached in --workdir).
@@ -87,10 +91,11 @@ def http_runs(url: str, body: dict[str, Any], streams: int) -> dict[str, float]:
         t.join()
     wall = time.perf_counter() - start
     total = sum(r[0] for r in results)
-    decode = [(r[0] - 1) / (r[3] - r[2]) for r in results if r[3] > r[2]]
+    rates = [r[0] / (r[3] - r[1]) for r in results if r[3] > r[1]]
     return {
         "aggregate_tok_s": total / wall,
-        "decode_tok_s_per_stream": sum(decode) / max(1, len(decode)),
+        "decode_tok_s_per_stream": sum(rates) / max(1, len(rates)),
+        "ttft_ms_mean": 1000 * sum(r[2] - r[1] for r in results) / max(1, len(results)),
         "tokens_per_stream": [r[0] for r in results],
     }
 
@@ -103,13 +108,15 @@ def in_process_decode(model: Path, tokens: int, threads: int) -> float:
     prompt = llm.tokenize(PROMPT.encode(), add_bos=False, special=True)
     best = 0.0
     for _ in range(2):  # the first run warms the caches
+        llm.reset()  # no prompt reuse between runs: every run processes its prompt, as a request does
         stamps = []
+        start = time.perf_counter()
         for token in llm.generate(prompt, temp=0.0, top_k=1):
             llm.detokenize([token])
             stamps.append(time.perf_counter())
             if len(stamps) == tokens:
                 break
-        best = max(best, (len(stamps) - 1) / (stamps[-1] - stamps[0]))
+        best = max(best, len(stamps) / (stamps[-1] - start))
     llm.close()
     return best
 
@@ -261,6 +268,12 @@ def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         report["rss_no_mmap"] = rss_of(proc.pid, model)
     finally:
         stop(proc)
+    if args.llama_server is not None:
+        report.update(_native_server(model, args, eog, one, many))
+    else:
+        report["llama_server_cpp"] = (
+            "not run: build it with bash bench/peers/build_llama_server.sh, pass --llama-server"
+        )
     started = start_llama_cpp_server(model, args.threads)
     if started is None:
         report["llama_cpp_server"] = "not available (pip install 'llama-cpp-python[server]')"
@@ -279,6 +292,33 @@ def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _native_server(
+    model: Path, args: argparse.Namespace, eog: list[int], one: dict[str, Any], many: dict[str, Any]
+) -> dict[str, Any]:
+    """llama.cpp's C++ server on the same file: 1 stream and ``--streams`` streams (``--parallel`` slots)."""
+    port = free_port()
+    cmd = [str(args.llama_server), "-m", str(model), "-t", str(args.threads), "--port", str(port)]
+    cmd += ["--host", "127.0.0.1", "--parallel", str(args.streams), "-c", str(2048 * args.streams), "--no-webui"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + "/health", proc)
+        body = completion_body(args.tokens, "bench", {str(t): -100 for t in eog})
+        http_runs(url + "/v1/completions", body, 1)  # warm-up
+        theirs_one = http_runs(url + "/v1/completions", body, 1)
+        theirs_many = http_runs(url + "/v1/completions", body, args.streams)
+    finally:
+        stop(proc)
+    return {
+        "llama_server_cpp_1_stream_tok_s": theirs_one["decode_tok_s_per_stream"],
+        f"llama_server_cpp_{args.streams}_streams_aggregate_tok_s": theirs_many["aggregate_tok_s"],
+        "ratio_1_stream_ours_vs_llama_server_cpp": one["decode_tok_s_per_stream"]
+        / theirs_one["decode_tok_s_per_stream"],
+        f"ratio_{args.streams}_streams_ours_vs_llama_server_cpp": many["aggregate_tok_s"]
+        / theirs_many["aggregate_tok_s"],
+    }
+
+
 def main() -> int:
     """Run the benchmark and print the figures as JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -288,6 +328,9 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=4)
     parser.add_argument("--threads", type=int, default=min(4, os.cpu_count() or 1))
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "edge-runner-bench-llm")
+    parser.add_argument(
+        "--llama-server", type=Path, default=None, help="llama.cpp's llama-server (bench/peers/build_llama_server.sh)"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     reports = [measure(args.model, args)]
