@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runner.core.errors import ConfigError
-from edge_runner.core.paths import bundled_profiles_dir, default_repository
+from edge_runner.core.paths import bundled_profiles_dir, default_repository, default_trust_dir
 from edge_runner.core.paths import cache_dir as xdg_cache_dir
 
 ENV_PREFIX = "EDGE_RUNNER_"
@@ -207,6 +207,23 @@ class Settings:
     )
     cache_dir: str = _setting("", "compiled/optimized model cache (default: $XDG_CACHE_HOME/edge-runner)", str)
     log_level: str = _setting("info", "debug, info, warning or error", one_of("debug", "info", "warning", "error"))
+    trust_dir: str = _setting(
+        "",
+        "folder of trusted Ed25519 public keys for bundles (default: $XDG_CONFIG_HOME/edge-runner/trusted-keys)",
+        str,
+    )
+    require_signed_bundles: bool = _setting(
+        False, "models import refuses bundles without a valid signature from a trusted key", to_bool
+    )
+    max_bundle_bytes: int = _setting(
+        32 * 2**30, "largest total size of the files a bundle may unpack to (e.g. 8GiB)", to_bytes
+    )
+    allowed_origins: tuple[str, ...] = _setting(
+        (),
+        "browser origins allowed to call the API when bound to loopback (e.g. http://localhost:3000); "
+        "other Origin headers get 403",
+        to_str_list,
+    )
     url: str = _setting("http://127.0.0.1:8000", "server address the client verbs (ps, bench) talk to", str, flag=False)
 
     def repository_root(self) -> Path:
@@ -216,6 +233,10 @@ class Settings:
     def cache_root(self) -> Path:
         """The cache folder for optimized/compiled models (resolved from XDG_CACHE_HOME by ``load_config``)."""
         return Path(self.cache_dir) if self.cache_dir else xdg_cache_dir({})
+
+    def trust_root(self) -> Path:
+        """The folder of trusted public keys for bundle signatures (resolved from XDG by ``load_config``)."""
+        return Path(self.trust_dir) if self.trust_dir else default_trust_dir({})
 
     def profiles_root(self) -> Path:
         """The folder profiles are looked up in by name."""
@@ -304,6 +325,8 @@ def load_config(
         values["model_repository"] = str(default_repository(environ))
     if not values.get("cache_dir"):
         values["cache_dir"] = str(xdg_cache_dir(environ))
+    if not values.get("trust_dir"):
+        values["trust_dir"] = str(default_trust_dir(environ))
     return Resolved(replace(Settings(), **values), sources)
 
 

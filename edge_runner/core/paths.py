@@ -44,6 +44,16 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
     return _xdg(environ, "XDG_CACHE_HOME", (".cache",)) / "edge-runner"
 
 
+def config_dir(environ: Mapping[str, str]) -> Path:
+    """``$XDG_CONFIG_HOME/edge-runner`` (default ``~/.config/edge-runner``)."""
+    return _xdg(environ, "XDG_CONFIG_HOME", (".config",)) / "edge-runner"
+
+
+def default_trust_dir(environ: Mapping[str, str]) -> Path:
+    """Public keys whose bundle signatures ``models import`` accepts without ``--verify``."""
+    return config_dir(environ) / "trusted-keys"
+
+
 def default_repository(environ: Mapping[str, str]) -> Path:
     """The writable model repository when none is configured."""
     return data_dir(environ) / "models"
