@@ -24,6 +24,8 @@ from edge_runner.repository.store import ModelRepository
 from edge_runner.serving.model_manager import ModelManager
 
 ROOT = Path(__file__).resolve().parent.parent
+#: in-process clients speak to a loopback-bound server as a local client does (see server/security.py)
+LOCAL = {"Host": "localhost"}
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from edge_runner.core.errors import EdgeRunnerError
 from edge_runner.core.paths import DEFAULTS_DIR
 from edge_runner.repository.store import ModelRepository
 from edge_runner.server.ops import AdmissionMiddleware
+from edge_runner.server.security import is_loopback
 from edge_runner.serving.metrics import Metrics
 from edge_runner.serving.model_manager import ModelManager
 
@@ -109,6 +110,12 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
         clear_untrusted_proxy_headers=True,
     )
     port = int(server.effective_port)
+    if not is_loopback(settings.host) and not settings.api_key:
+        log.warning(
+            "SERVING WITHOUT AN API KEY ON %s: anyone who can reach this address can run and unload models; "
+            "set --api-key / EDGE_RUNNER_API_KEY, or bind 127.0.0.1",
+            settings.host,
+        )
     print(f"edge-runner listening on http://{settings.host}:{port} (profile {profile.name})", flush=True)
     if ready_file is not None:
         ready_file.write_text(str(port))

@@ -48,6 +48,18 @@ class Unauthorized(EdgeRunnerError):
     code = "unauthorized"
 
 
+class Forbidden(EdgeRunnerError):
+    """The request comes from a place this server does not serve (a foreign web page, a rebound host name)."""
+
+    code = "forbidden"
+
+
+class UnsupportedMediaType(InvalidInput):
+    """A request body of a content type the route does not take."""
+
+    code = "unsupported_media_type"
+
+
 class ModelNotFound(EdgeRunnerError):
     """No model (or version) of that name in the repository."""
 

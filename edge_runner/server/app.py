@@ -19,6 +19,7 @@ from edge_runner.server import kserve
 from edge_runner.server.openai_routes import openai_routes
 from edge_runner.server.ops import AdmissionMiddleware, MetricsResource, PsResource
 from edge_runner.server.routes import Route
+from edge_runner.server.security import BrowserGuard
 from edge_runner.serving.service import ModelService
 
 OPEN_PATHS = {"/v2/health/live"}
@@ -124,8 +125,9 @@ def create_app(
     """The WSGI app; ``state`` carries readiness/draining flags shared with the serve loop."""
     state = state if state is not None else {"ready": True}
     admission = admission or AdmissionMiddleware(settings.max_concurrent_requests, service.metrics)
-    # Auth first: an unauthenticated flood must not take admission slots.
-    middleware: list[Any] = [AuthMiddleware(settings.api_key), admission]
+    # Browser guard, then auth: a foreign page or an unauthenticated flood must not take admission slots.
+    guard = BrowserGuard(settings.host, settings.allowed_origins, sorted(OPEN_PATHS))
+    middleware: list[Any] = [guard, AuthMiddleware(settings.api_key), admission]
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     server_errors.install(app)

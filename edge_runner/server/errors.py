@@ -14,6 +14,8 @@ log = logging.getLogger("edge_runner.server")
 # Most specific class first: the first isinstance match wins.
 STATUS_TABLE: tuple[tuple[type[e.EdgeRunnerError], int], ...] = (
     (e.PayloadTooLarge, 413),
+    (e.UnsupportedMediaType, 415),
+    (e.Forbidden, 403),
     (e.MalformedRequest, 400),
     (e.InvalidModelName, 400),
     (e.InvalidInput, 422),

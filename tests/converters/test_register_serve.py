@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.conftest import LOCAL
+
 pytest.importorskip("falcon")
 pytest.importorskip("onnxruntime")
 
@@ -37,7 +39,7 @@ def test_registered_conversion_answers_over_http(convert, torch_zoo, tmp_path):
     settings = Settings(model_repository=str(repo), load_defaults=False)
     manager = build_manager(settings, load_profile("cpu"))
     manager.load("tiny-mlp")
-    client = testing.TestClient(create_app(manager, settings, {"ready": True}))
+    client = testing.TestClient(create_app(manager, settings, {"ready": True}), headers=LOCAL)
     x = np.random.default_rng(7).standard_normal((3, 16)).astype(np.float32)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [3, 16], "data": x.ravel().tolist()}]}
     response = client.simulate_post("/v2/models/tiny-mlp/infer", json=body)

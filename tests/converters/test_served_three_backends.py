@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.conftest import LOCAL
+
 pytest.importorskip("openvino")
 pytest.importorskip("ai_edge_litert")
 
@@ -27,7 +29,7 @@ def test_mobilenet_as_onnx_ir_tflite_answers_alike(convert: Any, keras_zoo: Any,
         assert result.rc == 0, result.stderr
     settings = Settings(model_repository=str(repo), load_defaults=False)
     manager = build_manager(settings, load_profile("cpu"))
-    client = testing.TestClient(create_app(manager, settings, {"ready": True}))
+    client = testing.TestClient(create_app(manager, settings, {"ready": True}), headers=LOCAL)
     x = np.random.default_rng(3).random((2, 96, 96, 3), dtype=np.float32)
     outputs = {}
     for target, name in names.items():

@@ -18,7 +18,7 @@ from edge_runner.cli.run_llm import run_chat
 from edge_runner.config.settings import Settings
 from edge_runner.server.app import create_app
 from edge_runner.serving.model_manager import ModelManager
-from tests.conftest import write_fake_model
+from tests.conftest import LOCAL, write_fake_model
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def client(settings: Settings, make_manager: Callable[..., ModelManager]) -> fal
     write_fake_model(Path(settings.model_repository), "busy", generate="never", overloaded_retry_after_s=3)
     manager = make_manager(max_body_bytes=1 << 20)
     manager.load("tiny-llm")
-    return falcon.testing.TestClient(create_app(manager, manager.settings))
+    return falcon.testing.TestClient(create_app(manager, manager.settings), headers=LOCAL)
 
 
 def chat_body(model: str, **extra: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from falcon import testing
 from edge_runner.config.settings import Settings
 from edge_runner.server.app import create_app
 from edge_runner.serving.model_manager import ModelManager
-from tests.conftest import write_fake_model
+from tests.conftest import LOCAL, write_fake_model
 
 
 @pytest.fixture
@@ -25,4 +25,4 @@ def manager(settings: Settings, make_manager: Callable[..., ModelManager]) -> Mo
 
 @pytest.fixture
 def client(manager: ModelManager) -> Iterator[testing.TestClient]:
-    yield testing.TestClient(create_app(manager, manager.settings))
+    yield testing.TestClient(create_app(manager, manager.settings), headers=LOCAL)

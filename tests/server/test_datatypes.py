@@ -16,6 +16,7 @@ from edge_runner.protocol.kserve_codec import HEADER_LENGTH, decode_request, enc
 from edge_runner.repository.store import ModelRepository
 from edge_runner.server.app import create_app
 from edge_runner.serving.model_manager import ModelManager
+from tests.conftest import LOCAL
 
 onnx = pytest.importorskip("onnx")
 
@@ -62,7 +63,7 @@ def identity_client(
     ModelRepository(Path(settings.model_repository)).add(tmp_path / "ident.onnx", "ident")
     manager = make_manager(load_defaults=False)
     manager.load("ident")
-    return testing.TestClient(create_app(manager, manager.settings))
+    return testing.TestClient(create_app(manager, manager.settings), headers=LOCAL)
 
 
 def _json_input(name: str, array: np.ndarray) -> dict[str, object]:

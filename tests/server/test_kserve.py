@@ -10,6 +10,7 @@ import pytest
 from falcon import testing
 
 from edge_runner.protocol.kserve_codec import HEADER_LENGTH
+from tests.conftest import LOCAL
 
 
 def _infer_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
@@ -254,7 +255,7 @@ def test_api_key_protects_all_but_liveness(manager: Any) -> None:
 
     from edge_runner.server.app import create_app
 
-    app = testing.TestClient(create_app(manager, replace(manager.settings, api_key="k3y")))
+    app = testing.TestClient(create_app(manager, replace(manager.settings, api_key="k3y")), headers=LOCAL)
     assert app.simulate_get("/v2/health/live").status_code == 200
     resp = app.simulate_get("/v2/models/digits")
     assert resp.status_code == 401 and "Bearer" in resp.json["error"]

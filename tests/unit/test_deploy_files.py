@@ -34,6 +34,7 @@ from edge_runner.repository.store import ModelRepository
 from edge_runner.server.app import create_app
 from edge_runner.serving.metrics import Metrics
 from edge_runner.serving.model_manager import ModelManager
+from tests.conftest import LOCAL
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -158,7 +159,7 @@ def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[testi
     )
     manager.load("digits")
     app = create_app(manager, settings)
-    yield testing.TestClient(app), app
+    yield testing.TestClient(app, headers=LOCAL), app
     manager.close()
 
 
