@@ -173,3 +173,35 @@ def test_unload_is_idempotent(tiny_llm_dir: Path) -> None:
     instance.unload()
     with pytest.raises(ModelNotReady):
         instance.generate(chat("x"))
+
+
+def test_unload_never_frees_native_memory_under_a_running_step(tiny_llm_dir: Path) -> None:
+    """Unload used to free the context after a 30 s join timeout even with the thread still in llama_decode."""
+    instance = LlamaCppBackend(read_manifest(tiny_llm_dir), tiny_llm_dir, LoadOptions(threads=2))
+    instance.load()
+    engine, native = instance.engine, instance._native
+    assert native is not None
+    inside, go_on = threading.Event(), threading.Event()
+    real_step = engine._step
+
+    def held_step() -> None:  # a decode step that takes longer than unload is willing to wait
+        inside.set()
+        go_on.wait(30)
+        real_step()
+
+    engine._step = held_step  # type: ignore[method-assign]
+    stream = instance.generate(chat("What is pass?"))
+    assert inside.wait(30)
+    freed: list[bool] = []
+
+    def release() -> None:
+        freed.append(engine._thread.is_alive() and threading.current_thread() is not engine._thread)
+        native.close()
+
+    assert engine.close(release=release, join_timeout_s=0.1) is False
+    assert freed == []  # nothing freed while the thread is inside the step
+    with pytest.raises(Exception, match="unloaded while generating"):
+        list(stream)
+    go_on.set()
+    engine._thread.join(30)
+    assert freed == [False], "freed exactly once, by the engine thread itself as it left"

@@ -70,6 +70,8 @@ class LlmEngine:
         self._cond = threading.Condition()
         self._inflight = 0
         self._stopping = False
+        self._release_on_exit: Callable[[], None] | None = None
+        self._exited = False  # set by the engine thread, under the lock, as it leaves
         self._thread = threading.Thread(target=self._run, name="llm-engine", daemon=True)
         self._thread.start()
 
@@ -110,15 +112,32 @@ class LlmEngine:
             active = sum(1 for s in self.slots if s.seq is not None)
             return {"active": active, "waiting": len(self._waiting), "slots": self.n_slots}
 
-    def close(self) -> None:
-        """Stop the thread, fail whatever is still running, free the batch. Idempotent."""
+    def close(self, release: Callable[[], None] | None = None, join_timeout_s: float = 30.0) -> bool:
+        """Stop the thread, fail whatever is still running, then free the batch and call ``release``
+        (which frees the model and context). Idempotent.
+
+        Native memory is never freed while the engine thread can still use it: when the thread does not
+        stop in time (stuck in a long ``llama_decode``), the thread itself frees everything on its way
+        out, and this returns False.
+        """
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=join_timeout_s)
         self._fail_all(InferenceError("the model was unloaded while generating"))
+        with self._cond:
+            if not self._exited and threading.current_thread() is not self._thread:
+                self._release_on_exit = release
+                log.error("the LLM engine thread is still decoding; its memory is freed when the step ends")
+                return False
+        self._free(release)
+        return True
+
+    def _free(self, release: Callable[[], None] | None) -> None:
         self._batch.free()
+        if release is not None:
+            release()
 
     # -- engine thread -------------------------------------------------------------------------
 
@@ -139,6 +158,13 @@ class LlmEngine:
             with self._cond:
                 self._stopping = True  # later submits fail at once instead of queueing for a dead thread
             self._fail_all(InferenceError(f"generation engine failed: {exc}"))
+        finally:
+            with self._cond:
+                self._exited = True
+                release, late = self._release_on_exit, self._release_on_exit is not None
+                self._release_on_exit = None
+            if late:  # close() gave up waiting for us: we own the native memory now
+                self._free(release)
 
     def _any_active(self) -> bool:
         return any(slot.seq is not None for slot in self.slots)

@@ -217,12 +217,13 @@ class LlamaCppBackend(Backend):
 
     def unload(self) -> None:
         """Stop the engine and free llama.cpp memory. Idempotent."""
-        if self._engine is not None:
-            self._engine.close()
-            self._engine = None
-        if self._native is not None:
-            self._native.close()
-            self._native = None
+        engine, native = self._engine, self._native
+        self._engine = self._native = None
+        if engine is not None:
+            # the engine frees the context only once its thread has stopped using it
+            engine.close(release=native.close if native is not None else None)
+        elif native is not None:
+            native.close()
         if self._embedder is not None:
             with self._embed_lock:
                 self._embedder.close()
