@@ -30,7 +30,10 @@ from edge_runner.serving.model_manager import ModelManager
 from edge_runner.serving.service import ModelService
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "routes.md"
-SERVICE_METHODS = {name for name in dir(ModelService) if not name.startswith("_")} | {"settings", "metrics", "budget"}
+#: the protocol's methods (its data attributes, settings and metrics, are not calls into the model side)
+SERVICE_METHODS = {
+    name for name in dir(ModelService) if not name.startswith("_") and callable(getattr(ModelService, name))
+}
 
 
 def _service_uses(node: ast.AST, receiver: str) -> set[str]:

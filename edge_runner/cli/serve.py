@@ -89,6 +89,18 @@ def _reap_forever(manager: ModelManager, state: dict[str, bool], interval_s: flo
         time.sleep(interval_s)
 
 
+#: worker threads kept beyond the admission limit, so health, metrics and ps never wait behind model work
+RESERVED_THREADS = 8
+
+
+def worker_threads(settings: Settings) -> int:
+    """``http_threads``, raised so admitted work can never occupy every thread."""
+    if settings.max_concurrent_requests == 0:
+        log.warning("max_concurrent_requests is 0 (no limit): under load, health probes can wait behind work")
+        return settings.http_threads
+    return max(settings.http_threads, settings.max_concurrent_requests + RESERVED_THREADS)
+
+
 def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     import waitress
@@ -104,7 +116,12 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
         app,
         host=settings.host,
         port=settings.port,
-        threads=settings.http_threads,
+        threads=worker_threads(settings),
+        connection_limit=settings.connection_limit,
+        channel_timeout=max(1, int(settings.channel_timeout)),
+        cleanup_interval=max(1, int(settings.channel_timeout) // 3),
+        # lets a request see that its client left (non-streamed generation is cancelled then)
+        channel_request_lookahead=1,
         max_request_body_size=settings.max_body_bytes + 1,
         ident="edge-runner",
         clear_untrusted_proxy_headers=True,

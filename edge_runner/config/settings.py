@@ -7,7 +7,6 @@ env names are derived from field names, so nothing is declared twice.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -15,122 +14,28 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from edge_runner.config.converters import (
+    int_at_least,
+    one_of,
+    to_bool,
+    to_float_at_least_zero,
+    to_int_list,
+    to_str_list,
+)
+from edge_runner.config.converters import (
+    to_bytes as to_bytes,  # re-exported: other layers convert values with the same rules
+)
+from edge_runner.config.converters import (
+    to_duration_s as to_duration_s,
+)
+from edge_runner.config.converters import (
+    to_version_policy as to_version_policy,
+)
 from edge_runner.core.errors import ConfigError
 from edge_runner.core.paths import bundled_profiles_dir, default_repository, default_trust_dir
 from edge_runner.core.paths import cache_dir as xdg_cache_dir
 
 ENV_PREFIX = "EDGE_RUNNER_"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "kib": 2**10,
-    "m": 10**6,
-    "mb": 10**6,
-    "mib": 2**20,
-    "g": 10**9,
-    "gb": 10**9,
-    "gib": 2**30,
-}
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-
-
-def to_bool(value: Any) -> bool:
-    """Accept bools and the usual strings."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"expected a boolean (true/false, 1/0, yes/no), got {value!r}")
-
-
-def to_bytes(value: Any) -> int:
-    """Sizes like ``512MB``, ``1.5GiB``, ``0`` (none) or a plain number of bytes; ``auto`` is -1."""
-    if isinstance(value, int):
-        return value
-    text = str(value).strip().lower()
-    if text == "auto":
-        return -1
-    match = re.fullmatch(r"([0-9.]+)\s*([a-z]*)", text)
-    if not match or match.group(2) not in _SIZE_UNITS:
-        raise ValueError(f"expected a size like 512MB, 2GiB, 1000000 or auto, got {value!r}")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2)])
-
-
-def to_duration_s(value: Any) -> float:
-    """Durations like ``5m``, ``30s``, ``250ms``; ``-1`` means forever, ``0`` means now."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration like 5m, 30s, 250ms, 0 or -1, got {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"expected a finite duration, got {value!r}")
-        return float(value)
-    text = str(value).strip().lower()
-    match = re.fullmatch(r"(-?[0-9.]+)\s*(ms|s|m|h|)", text)
-    if not match:
-        raise ValueError(f"expected a duration like 5m, 30s, 250ms, 0 or -1, got {value!r}")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def int_at_least(low: int, high: int | None = None) -> Callable[[Any], int]:
-    """An int converter that refuses values outside [low, high]."""
-
-    def convert(value: Any) -> int:
-        if isinstance(value, bool):
-            raise ValueError(f"expected an integer, got {value!r}")
-        number = int(value)
-        if number < low or (high is not None and number > high):
-            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
-            raise ValueError(f"must be {bounds}, got {number}")
-        return number
-
-    return convert
-
-
-def one_of(*choices: str) -> Callable[[Any], str]:
-    """A string converter restricted to ``choices``."""
-
-    def convert(value: Any) -> str:
-        text = str(value).strip().lower()
-        if text not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return text
-
-    return convert
-
-
-def to_version_policy(value: Any) -> str:
-    """``latest``, ``latest:N`` (N >= 1), ``all`` or ``specific:1,2``."""
-    text = str(value).strip()
-    if re.fullmatch(r"latest(:[1-9][0-9]*)?|all|specific:[0-9]+(,[0-9]+)*", text) is None:
-        raise ValueError(f"expected latest, latest:N (N >= 1), all or specific:1,2, got {value!r}")
-    return text
-
-
-def to_float_at_least_zero(value: Any) -> float:
-    """A finite, non-negative float."""
-    number = float(value)
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(f"must be a finite number >= 0, got {value!r}")
-    return number
-
-
-def to_int_list(value: Any) -> tuple[int, ...]:
-    """``"1,4,8"`` or a list -> tuple of ints."""
-    items = value if isinstance(value, list | tuple) else [v for v in str(value).split(",") if v.strip()]
-    return tuple(int(v) for v in items)
-
-
-def to_str_list(value: Any) -> tuple[str, ...]:
-    """``"a,b"`` or a list -> tuple of str."""
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    return tuple(str(v).strip() for v in items if str(v).strip())
 
 
 def _setting(
@@ -184,7 +89,10 @@ class Settings:
     )
     max_queue_size: int = _setting(64, "queued requests per model before 429", int_at_least(1))
     max_concurrent_requests: int = _setting(
-        64, "requests in flight across the server before 429", int_at_least(0), env=("MAX_CONCURRENT_REQUESTS",)
+        32,
+        "requests in flight across the server (streams until they end) before 429; 0 = no limit",
+        int_at_least(0),
+        env=("MAX_CONCURRENT_REQUESTS",),
     )
     request_timeout_ms: int = _setting(30000, "per-request deadline; past it the answer is 504", int_at_least(1))
     drain_timeout: float = _setting(
@@ -194,7 +102,18 @@ class Settings:
         to_duration_s,
     )
     max_body_bytes: int = _setting(64 * 2**20, "largest request body accepted (e.g. 64MiB)", to_bytes)
-    http_threads: int = _setting(8, "waitress worker threads", int_at_least(1))
+    http_threads: int = _setting(
+        40,
+        "waitress worker threads; at least max_concurrent_requests + 8 are started, so health, metrics and ps "
+        "always find a free thread",
+        int_at_least(1),
+    )
+    connection_limit: int = _setting(
+        1000, "open client connections before new ones wait (half-open and idle ones count)", int_at_least(1)
+    )
+    channel_timeout: float = _setting(
+        30.0, "close a connection idle (or sending nothing) this long, e.g. 30s", to_duration_s
+    )
     api_key: str = _setting("", "require 'Authorization: Bearer KEY' on every route but liveness", str, secret=True)
     enable_metrics: bool = _setting(True, "serve Prometheus metrics at /metrics", to_bool)
     memory_budget: int = _setting(-1, "bytes all loaded models may use; auto = 80% of available RAM", to_bytes)

@@ -131,6 +131,12 @@ class RequestTimeout(EdgeRunnerError):
     code = "timeout"
 
 
+class RequestCancelled(EdgeRunnerError):
+    """The client went away before its answer was ready; the work was stopped."""
+
+    code = "cancelled"
+
+
 class InferenceError(EdgeRunnerError):
     """The runtime failed while running a validated request."""
 

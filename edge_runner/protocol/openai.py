@@ -21,6 +21,9 @@ from edge_runner.core.generation import GenerationChunk, GenerationRequest, Samp
 MAX_STOP_STRINGS = 4
 #: as OpenAI's embeddings endpoint: more inputs per request are refused before any work
 MAX_EMBEDDING_INPUTS = 2048
+#: texts are padded to the longest in a batch: one long text must not make every row long (memory = rows x longest)
+MAX_EMBEDDING_CHARS = 32_768
+MAX_EMBEDDING_TOTAL_CHARS = 1_000_000
 
 
 def _content(message: dict[str, Any]) -> str:
@@ -191,6 +194,15 @@ def embedding_texts(body: dict[str, Any]) -> list[str]:
         raise MalformedRequest("'input' strings must not be empty")
     if len(texts) > MAX_EMBEDDING_INPUTS:
         raise MalformedRequest(f"'input' has {len(texts)} strings; at most {MAX_EMBEDDING_INPUTS} per request")
+    longest = max(len(t) for t in texts)
+    if longest > MAX_EMBEDDING_CHARS:
+        raise MalformedRequest(
+            f"an 'input' string has {longest} characters; at most {MAX_EMBEDDING_CHARS} (split long documents)"
+        )
+    if sum(len(t) for t in texts) > MAX_EMBEDDING_TOTAL_CHARS:
+        raise MalformedRequest(
+            f"'input' totals more than {MAX_EMBEDDING_TOTAL_CHARS} characters; send fewer per request"
+        )
     return texts
 
 

@@ -27,6 +27,7 @@ STATUS_TABLE: tuple[tuple[type[e.EdgeRunnerError], int], ...] = (
     (e.ModelNotReady, 503),
     (e.MemoryBudgetExceeded, 503),
     (e.RequestTimeout, 504),
+    (e.RequestCancelled, 499),  # nginx's "client closed request": nobody reads it, the logs and metrics do
     (e.ModelLoadError, 500),
     (e.InferenceError, 500),
 )

@@ -87,7 +87,13 @@ class _GenerationResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
         name, version = model_ref(body)
-        entry, stream = self.service.generate(name, version, functools.partial(self.build, body))
+        build = functools.partial(self.build, body)
+        if body.get("stream"):  # the client reads as it goes and can leave at any token
+            entry, stream = self.service.generate(name, version, build)
+        else:  # nobody sees progress: bound it by the request timeout and stop it when the client leaves
+            gone = req.env.get("waitress.client_disconnected")
+            timeout_s = self.service.settings.request_timeout_ms / 1000.0
+            entry, stream = self.service.generate(name, version, build, timeout_s, gone)
         responder = proto.Responder(entry.name, self.chat)
         if body.get("stream"):
             resp.content_type = "text/event-stream"

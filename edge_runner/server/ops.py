@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import falcon
@@ -50,6 +51,15 @@ class AdmissionMiddleware:
             )
 
     def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any, ok: bool) -> None:
+        if resp.stream is not None and not hasattr(resp.stream, "read") and req.context.get("counted"):
+            # A streamed body (SSE) is produced after this hook: the request stays counted until the
+            # server closes the stream (finished, or the client went away), so 429 fires before the
+            # worker threads are all busy with streams.
+            resp.stream = _CountedStream(resp.stream, lambda: self._release(req))
+            return
+        self._release(req)
+
+    def _release(self, req: falcon.Request) -> None:
         with self._lock:
             if req.context.get("counted"):
                 self.in_flight -= 1
@@ -57,6 +67,31 @@ class AdmissionMiddleware:
             if req.context.get("work"):
                 self.work -= 1
                 req.context.work = False
+
+
+class _CountedStream:
+    """A WSGI body iterable that calls ``on_close`` once, when the server closes it."""
+
+    def __init__(self, inner: Iterable[bytes], on_close: Callable[[], None]) -> None:
+        self._inner = inner
+        self._iter = iter(inner)
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._iter)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._inner, "close", None)
+            if close is not None:
+                close()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
 
 
 class MetricsResource:

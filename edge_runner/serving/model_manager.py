@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -246,8 +246,19 @@ class ModelManager:
         entry.touch()
         return entry, {k: np.asarray(v) for k, v in results.items()}
 
-    def generate(self, name: str, version: int | None, build: RequestBuilder) -> tuple[LoadedModel, GenerationStream]:
-        """Start a generation on the model's engine; the stream counts itself in stats when it ends."""
+    def generate(
+        self,
+        name: str,
+        version: int | None,
+        build: RequestBuilder,
+        timeout_s: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[LoadedModel, GenerationStream]:
+        """Start a generation on the model's engine; the stream counts itself in stats when it ends.
+
+        ``timeout_s`` bounds the whole generation (non-streamed answers); ``cancelled`` reports that the
+        client went away. Either stops the engine sequence and frees its slot.
+        """
         entry = self.acquire(name, version, load=True)
         start = time.perf_counter()
 
@@ -263,7 +274,8 @@ class ModelManager:
         except EdgeRunnerError as exc:
             on_end(exc.code)
             raise
-        return entry, GenerationStream(inner, on_end)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        return entry, GenerationStream(inner, on_end, deadline, cancelled)
 
     def embed(self, name: str, version: int | None, texts: Sequence[str]) -> tuple[LoadedModel, np.ndarray, int]:
         """Embed ``texts`` through the model's queue (deadline and queue limit as for ``infer``).

@@ -12,6 +12,7 @@ and embedding routes follow OpenAI/Ollama clients' expectation and load a servab
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from edge_runner.backends.base import Tensors
 from edge_runner.config.settings import Settings
+from edge_runner.core.errors import RequestCancelled, RequestTimeout
 from edge_runner.core.generation import GenerationChunk, GenerationRequest
 from edge_runner.serving.loaded_model import LoadedModel
 from edge_runner.serving.metrics import Metrics
@@ -34,9 +36,17 @@ class GenerationStream(Iterator[GenerationChunk]):
     closed it early (``cancelled``, e.g. the HTTP client went away). ``close()`` frees the engine slot.
     """
 
-    def __init__(self, inner: Iterator[GenerationChunk], on_end: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        inner: Iterator[GenerationChunk],
+        on_end: Callable[[str], None],
+        deadline: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> None:
         self._inner = inner
         self._on_end: Callable[[str], None] | None = on_end
+        self._deadline = deadline  # time.monotonic() past which the generation is stopped (504)
+        self._cancelled = cancelled  # true once the client has gone away (the generation is stopped)
 
     def _end(self, status: str) -> None:
         on_end, self._on_end = self._on_end, None
@@ -60,6 +70,15 @@ class GenerationStream(Iterator[GenerationChunk]):
                 return
 
     def _step(self, pull: Callable[[], GenerationChunk]) -> GenerationChunk:
+        if self._cancelled is not None and self._cancelled():
+            self._stop("cancelled")
+            raise RequestCancelled("the client closed the connection; generation stopped")
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._stop("timeout")
+            raise RequestTimeout(
+                "generation did not finish within the request timeout; stream it (stream=true), lower "
+                "max_tokens, or raise --request-timeout-ms"
+            )
         try:
             chunk = pull()
         except StopIteration:
@@ -74,10 +93,13 @@ class GenerationStream(Iterator[GenerationChunk]):
 
     def close(self) -> None:
         """Cancel the generation if it is still running; counted as ``cancelled`` then."""
+        self._stop("cancelled")
+
+    def _stop(self, status: str) -> None:
         close = getattr(self._inner, "close", None)
         if close is not None:
             close()
-        self._end("cancelled")
+        self._end(status)
 
 
 class ModelService(Protocol):
@@ -113,7 +135,12 @@ class ModelService(Protocol):
     ) -> tuple[LoadedModel, Tensors]: ...
 
     def generate(
-        self, name: str, version: int | None, build: RequestBuilder
+        self,
+        name: str,
+        version: int | None,
+        build: RequestBuilder,
+        timeout_s: float | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> tuple[LoadedModel, GenerationStream]: ...
 
     def embed(self, name: str, version: int | None, texts: Sequence[str]) -> tuple[LoadedModel, np.ndarray, int]: ...

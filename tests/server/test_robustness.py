@@ -13,8 +13,9 @@ from falcon import testing
 from edge_runner.core.errors import ManifestError, ModelLoadError
 from edge_runner.core.manifest import read_manifest
 from edge_runner.repository.store import ModelRepository
+from edge_runner.server.app import create_app
 from edge_runner.serving.model_manager import ModelManager
-from tests.conftest import write_fake_model
+from tests.conftest import LOCAL, write_fake_model
 
 GOOD = {"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}
 
@@ -130,3 +131,14 @@ def test_issue_12_inputs_that_used_to_answer_500(
     assert resp.status_code == status, resp.text
     error = resp.json["error"]
     assert message in (error["message"] if isinstance(error, dict) else error)
+
+
+def test_embedding_inputs_are_bounded_before_any_work(make_manager: Callable[..., ModelManager]) -> None:
+    manager = make_manager(max_body_bytes=4 << 20)
+    client = testing.TestClient(create_app(manager, manager.settings))
+    long_text = {"model": "digits", "input": ["a" * 40_000]}
+    resp = client.simulate_post("/v1/embeddings", json=long_text, headers=LOCAL)
+    assert resp.status_code == 400 and "at most 32768" in resp.json["error"]["message"]
+    many = {"model": "digits", "input": ["b" * 30_000] * 40}
+    resp = client.simulate_post("/v1/embeddings", json=many, headers=LOCAL)
+    assert resp.status_code == 400 and "totals more than" in resp.json["error"]["message"]
