@@ -187,11 +187,13 @@ class OnnxRuntimeBackend(TextEmbeddingBackend):
                 self._session = ort.InferenceSession(str(cache), sess_options=so, providers=providers)
             else:
                 so = self._session_options()
-                if cache is not None:
-                    so.optimized_model_filepath = str(cache.with_suffix(".tmp"))
+                # one temp name per process: replicas sharing a cache volume never write the same file
+                tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp") if cache is not None else None
+                if tmp is not None:
+                    so.optimized_model_filepath = str(tmp)
                 self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-                if cache is not None and cache.with_suffix(".tmp").is_file():
-                    os.replace(cache.with_suffix(".tmp"), cache)  # never a half-written cache file
+                if cache is not None and tmp is not None and tmp.is_file():
+                    os.replace(tmp, cache)  # never a half-written cache file
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/RuntimeError types
             raise ModelLoadError(f"onnxruntime could not load {path.name} of {self.manifest.name!r}: {exc}") from exc
         active = self._session.get_providers()
