@@ -130,6 +130,11 @@ class Backend(ABC):
         return dict(table)
 
     @classmethod
+    def working_memory_bytes(cls, manifest: Manifest, folder: Path, options: LoadOptions) -> int:
+        """Memory a load allocates beyond its weights (an LLM's KV cache), known before loading; for admission."""
+        return 0
+
+    @classmethod
     def wanted_devices(cls, options: LoadOptions) -> list[str]:
         """Devices to try in order (the profile's list); the CPU device is appended by the caller."""
         return list(options.devices)

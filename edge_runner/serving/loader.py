@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edge_runner.backends.base import Backend, ModelMetadata, SelectionStep
+from edge_runner.backends.base import Backend, LoadOptions, ModelMetadata, SelectionStep
 from edge_runner.backends.registry import get_backend
 from edge_runner.config.profiles import Profile
 from edge_runner.config.settings import Settings
@@ -17,6 +17,15 @@ from edge_runner.serving.memory import mapped_files, process_rss
 from edge_runner.serving.metrics import Metrics
 from edge_runner.serving.scheduler import BatchPolicy, ModelScheduler
 from edge_runner.serving.stats import LatencyStats
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """The backend class chosen for a model, why, and the options it will be loaded with."""
+
+    backend: type[Backend]
+    steps: tuple[SelectionStep, ...]
+    options: LoadOptions
 
 
 class ModelLoader:
@@ -35,10 +44,9 @@ class ModelLoader:
         name, steps = self.profile.choose_backend(manifest.format, pinned=pinned)
         return get_backend(name), steps
 
-    def open(self, name: str, version: int, folder: Path, manifest: Manifest) -> LoadedModel:
-        """Choose the backend, load the artifact and wrap it; the backend is freed if wrapping fails."""
-        cls, backend_steps = self.choose_backend(manifest)  # probes, so the runtime's import is not charged
-        rss_before = process_rss()
+    def plan(self, name: str, version: int, manifest: Manifest) -> LoadPlan:
+        """Which backend, with which options (profile table, then the settings that override it)."""
+        cls, steps = self.choose_backend(manifest)  # probes, so the runtime's import is not charged to the model
         cache = self.settings.cache_root() / "compiled" / name / str(version) / cls.name
         # Runtimes size their thread pools from the node's cores; under a pod CPU limit that oversubscribes.
         threads = self.settings.threads or int(self.profile.settings.get("threads", 0)) or (cpu_quota_cores() or 0)
@@ -54,6 +62,12 @@ class ModelLoader:
             "mlock": self.settings.mlock,
         }
         options = replace(options, options=merged, use_mmap=self.settings.use_mmap and options.use_mmap)
+        return LoadPlan(cls, steps, options)
+
+    def open(self, name: str, version: int, folder: Path, manifest: Manifest, plan: LoadPlan) -> LoadedModel:
+        """Load the artifact as planned and wrap it; the backend is freed if wrapping fails."""
+        cls, backend_steps, options = plan.backend, plan.steps, plan.options
+        rss_before = process_rss()
         backend = cls(manifest, folder, options)
         if self.metrics is not None:
             backend.on_first_token = self.metrics.ttft.labels(name).observe

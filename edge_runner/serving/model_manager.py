@@ -136,8 +136,9 @@ class ModelManager:
         )
         return entry
 
-    def _make_room(self, name: str, version: int, manifest: Manifest) -> None:
-        need = estimate_load_bytes(sum(f.size for f in manifest.files), self.settings.use_mmap)
+    def _make_room(self, name: str, version: int, manifest: Manifest, working_bytes: int = 0) -> None:
+        """Evict idle models until the weights plus the backend's working memory (KV cache) fit the budget."""
+        need = estimate_load_bytes(sum(f.size for f in manifest.files), self.settings.use_mmap) + working_bytes
         with self._lock:
             entries = list(self._models.items())
         mapped = mapped_by_folder([e.folder for _, e in entries])
@@ -158,8 +159,10 @@ class ModelManager:
         folder, manifest = self._resolve(name, version)
         if name not in self.external:
             verify_files(folder, manifest)
-        self._make_room(name, version, manifest)
-        return self.loader.open(name, version, folder, manifest)
+        plan = self.loader.plan(name, version, manifest)
+        working = plan.backend.working_memory_bytes(manifest, folder, plan.options)
+        self._make_room(name, version, manifest, working)
+        return self.loader.open(name, version, folder, manifest, plan)
 
     def acquire(self, name: str, version: int | None, load: bool = False) -> LoadedModel:
         """The loaded entry, marked as used; with ``load`` a servable model that is not loaded is loaded first.

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,32 @@ def test_unload_never_frees_native_memory_under_a_running_step(tiny_llm_dir: Pat
     go_on.set()
     engine._thread.join(30)
     assert freed == [False], "freed exactly once, by the engine thread itself as it left"
+
+
+def test_the_kv_cache_is_in_the_memory_budget(tiny_llm_dir: Path, make_manager: Any) -> None:
+    """Admission counts slots x context x per-token K/V bytes, read from the GGUF header before loading."""
+    import gguf
+
+    from edge_runner.backends.llama_cpp.gguf_header import kv_bytes_per_token, read_header
+    from edge_runner.core.errors import MemoryBudgetExceeded
+    from edge_runner.serving.memory import estimate_load_bytes
+
+    path = tiny_llm_dir / "model.gguf"
+    reader = gguf.GGUFReader(path)
+
+    def field(name: str) -> int:
+        return int(reader.fields[name].contents())
+
+    layers, heads = field("llama.block_count"), field("llama.attention.head_count")
+    kv_heads, width = field("llama.attention.head_count_kv"), field("llama.embedding_length")
+    assert kv_bytes_per_token(read_header(path)) == layers * kv_heads * 2 * (width // heads) * 2
+    manifest = read_manifest(tiny_llm_dir)
+    options = LoadOptions(options={"parallel": 4, "max_seq_len": 2048})
+    kv = LlamaCppBackend.working_memory_bytes(manifest, tiny_llm_dir, options)
+    assert kv == 4 * 2048 * kv_bytes_per_token(read_header(path))
+    weights = estimate_load_bytes(sum(f.size for f in manifest.files), True)
+    # a budget the weights fit in, but not the weights and the KV cache: refused before loading
+    manager = make_manager(memory_budget=weights + kv // 2, max_seq_len=2048, load_defaults=True)
+    with pytest.raises(MemoryBudgetExceeded):
+        manager.load("tiny-llm")
+    assert make_manager(memory_budget=weights + kv + (1 << 20), max_seq_len=2048).load("tiny-llm")

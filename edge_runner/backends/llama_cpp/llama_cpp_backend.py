@@ -29,9 +29,10 @@ from edge_runner.backends.base import (
     SelectionStep,
     Tensors,
 )
+from edge_runner.backends.llama_cpp.gguf_header import kv_bytes_per_token, read_header
 from edge_runner.core.errors import InvalidInput, ModelLoadError, ModelNotReady, UnsupportedOperation
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams
-from edge_runner.core.manifest import TensorSpec
+from edge_runner.core.manifest import Manifest, TensorSpec
 from edge_runner.core.schema import STRINGS, boolean, integer
 
 ENCODER_ARCHITECTURES = ("bert", "nomic-bert", "jina-bert-v2", "modern-bert", "t5encoder")
@@ -59,6 +60,10 @@ def load_dynamic_backends(package_dir: Path) -> list[str]:
     return []
 
 
+#: generation streams decoded together when the profile does not say (``parallel``)
+DEFAULT_SLOTS = 4
+
+
 class LlamaCppBackend(Backend):
     """GGUF models on llama.cpp."""
 
@@ -75,6 +80,20 @@ class LlamaCppBackend(Backend):
         "use_mmap": boolean,
     }
     runtime_package = "llama_cpp"
+
+    @classmethod
+    def working_memory_bytes(cls, manifest: Manifest, folder: Path, options: LoadOptions) -> int:
+        """The KV cache: slots x context x per-token K/V bytes, read from the GGUF header (0 when unreadable)."""
+        try:
+            header = read_header(folder / manifest.primary_file)
+        except (OSError, ValueError):
+            return 0
+        trained = header.get(f"{header.get('general.architecture', '')}.context_length", 0)
+        context = int(options.options.get("max_seq_len", options.options.get("n_ctx", 2048)))
+        if isinstance(trained, int) and trained > 0:
+            context = min(context, trained)
+        slots = int(options.options.get("parallel", options.options.get("n_slots", DEFAULT_SLOTS)))
+        return slots * context * kv_bytes_per_token(header)
 
     @classmethod
     def wanted_devices(cls, options: LoadOptions) -> list[str]:
@@ -177,7 +196,7 @@ class LlamaCppBackend(Backend):
         native = NativeModel(path, use_mmap=self.options.use_mmap, use_mlock=mlock, n_gpu_layers=n_gpu_layers)
         try:
             settings = ContextSettings(
-                n_slots=int(self._option("parallel", "n_slots", default=4)),
+                n_slots=int(self._option("parallel", "n_slots", default=DEFAULT_SLOTS)),
                 max_seq_len=self._max_seq_len(native.n_ctx_train),
                 n_batch=int(self._option("n_batch", default=512)),
                 threads=self.options.threads,
