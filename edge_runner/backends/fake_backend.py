@@ -47,6 +47,7 @@ class FakeBackend(Backend):
             raise ModelLoadError(f"fake model {self.manifest.name!r} was told to fail loading")
         if len(self.manifest.inputs) != 1 or len(self.manifest.outputs) != 1:
             raise ModelLoadError("fake models have exactly one input and one output")
+        time.sleep(float(self.manifest.extra.get("load_delay_ms", 0)) / 1000.0)  # a large model's load time
         self.loaded = True
 
     def metadata(self) -> ModelMetadata:

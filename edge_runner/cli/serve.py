@@ -38,10 +38,18 @@ def build_manager(settings: Settings, profile: Profile, metrics: Metrics | None 
     return ModelManager(settings, repository, profile, external, metrics)
 
 
-def load_startup_models(manager: ModelManager, names: tuple[str, ...]) -> list[str]:
-    """Load the named models (all when empty); a failing model is logged and skipped. Returns failures."""
+def load_startup_models(
+    manager: ModelManager, names: tuple[str, ...], state: dict[str, bool] | None = None
+) -> list[str]:
+    """Load the named models (all when empty); a failing model is logged and skipped. Returns failures.
+
+    Stops early once ``state['draining']`` is set (SIGTERM during start-up).
+    """
     failures = []
     for name in names or tuple(manager.model_names()):
+        if state is not None and state.get("draining"):
+            log.info("SIGTERM during start-up: not loading the remaining models")
+            break
         try:
             manager.load(name)
         except EdgeRunnerError as exc:
@@ -136,27 +144,44 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     print(f"edge-runner listening on http://{settings.host}:{port} (profile {profile.name})", flush=True)
     if ready_file is not None:
         ready_file.write_text(str(port))
-    failures = load_startup_models(manager, settings.models)
+    signal.signal(signal.SIGTERM, _sigterm_handler(manager, state, inflight, settings.drain_timeout))
+    # The drain ends by sending ourselves SIGINT; a shell may have started us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # Models load while the server already answers: liveness is 200 and readiness 503 until they are in,
+    # and a SIGTERM during a long load drains like any other (requests get 503 + Retry-After, not a reset).
+    outcome: dict[str, int] = {"exit_code": 0}
+    loader = threading.Thread(
+        target=_load_then_ready, args=(manager, settings, state, outcome), daemon=True, name="startup-load"
+    )
+    threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()
+    try:
+        loader.start()  # inside the try: a load that fails at once may interrupt us before server.run()
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if loader.is_alive():
+            loader.join()  # a load in progress finishes before its memory is released
+        manager.close()
+    print("edge-runner stopped", file=sys.stderr, flush=True)
+    return outcome["exit_code"]
+
+
+def _load_then_ready(
+    manager: ModelManager, settings: Settings, state: dict[str, bool], outcome: dict[str, int]
+) -> None:
+    """Load the start-up models, then mark the server ready (or stop it when its one model cannot load)."""
+    failures = load_startup_models(manager, settings.models, state)
+    if state.get("draining"):
+        return
     if settings.model_path and failures:
         # Single-model mode (the seed's container line): a server without its one model must not look healthy.
         print(f"edge-runner: cannot serve {settings.model_path}: {'; '.join(failures)}", file=sys.stderr, flush=True)
-        manager.close()
-        server.close()
-        return 1
+        outcome["exit_code"] = 1
+        os.kill(os.getpid(), signal.SIGINT)
+        return
     state["ready"] = True
     loaded = ", ".join(f"{m.name}:v{m.version} [{m.backend.name}/{m.metadata.device}]" for m in manager.loaded())
     print(
         f"ready: {loaded or 'no models loaded'}" + (f"; failed: {'; '.join(failures)}" if failures else ""), flush=True
     )
-    signal.signal(signal.SIGTERM, _sigterm_handler(manager, state, inflight, settings.drain_timeout))
-    # The drain ends by sending ourselves SIGINT; a shell may have started us with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    threading.Thread(target=_reap_forever, args=(manager, state), daemon=True, name="keep-alive").start()
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        manager.close()
-    print("edge-runner stopped", file=sys.stderr, flush=True)
-    return 0

@@ -214,3 +214,32 @@ def test_single_model_mode_exits_non_zero_when_its_model_cannot_be_served(
     assert server.proc.wait(60) == 1
     log = server.log_path.read_text()
     assert "cannot serve" in log and "ready:" not in log
+
+
+def test_sigterm_during_startup_loads_answers_every_request(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Liveness answers while models load; a SIGTERM then refuses work explicitly and exits 0."""
+    write_fake_model(tmp_path / "repo", "big", load_delay_ms=4000)
+    server = start_server("--models", "big", "--no-load-defaults", wait=False)
+    deadline = time.monotonic() + 30
+    while not (server.ready_file.exists() and server.ready_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{server.ready_file.read_text()}"
+    with urllib.request.urlopen(url + "/v2/health/live", timeout=5) as resp:
+        assert resp.status == 200  # alive while loading
+    try:
+        urllib.request.urlopen(url + "/v2/health/ready", timeout=5)
+        raise AssertionError("ready before its model loaded")
+    except urllib.error.HTTPError as err:
+        assert err.code == 503
+    body = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32", "data": [1.0] * 8}]}).encode()
+    outcomes: list[str] = []
+    sender = threading.Thread(
+        target=lambda: outcomes.extend(_outcome(url + "/v2/models/big/infer", body) for _ in range(5))
+    )
+    sender.start()
+    server.proc.send_signal(signal.SIGTERM)
+    sender.join(30)
+    assert server.proc.wait(30) == 0
+    assert outcomes and set(outcomes) <= {"refused"}, outcomes  # 503 + Retry-After or closed: never dropped
