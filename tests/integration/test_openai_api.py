@@ -164,7 +164,7 @@ def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
     payload = json.dumps({"model": "tiny-llm", "prompt": "x", "max_tokens": 100000, "stream": True, "ignore_eos": True})
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        head = "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         sock.sendall(f"{head}Content-Length: {len(payload)}\r\n\r\n{payload}".encode())
         assert b"200" in sock.recv(4096).split(b"\r\n", 1)[0]  # streaming has started
     # the client went away mid-stream
