@@ -63,6 +63,7 @@ class Manifest:
     outputs: tuple[TensorSpec, ...] = ()
     quantization: str = "none"
     source: dict[str, Any] = field(default_factory=dict)
+    #: ``ParityReport.to_json()`` (edge_runner.core.parity; read it back with ``ParityReport.from_json``)
     parity: dict[str, Any] = field(default_factory=dict)
     task: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -99,7 +100,7 @@ class Manifest:
                 extra=dict(data.get("extra", {})),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(Infinity)
             raise ManifestError(f"{where}: missing or malformed field ({exc!r}); see docs/manifest.md") from exc
 
 
@@ -125,7 +126,9 @@ def read_manifest(folder: Path) -> Manifest:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ManifestError(f"{path} not found: every model version folder needs a manifest.json") from exc
-    except (OSError, json.JSONDecodeError) as exc:
+    except RecursionError:
+        raise ManifestError(f"{path} nests arrays or objects too deeply") from None
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError, too many integer digits
         raise ManifestError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise ManifestError(f"{path} must hold a JSON object")

@@ -23,3 +23,17 @@ def json_object(body: bytes, empty_ok: bool = True) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MalformedRequest("request body must be a JSON object")
     return data
+
+
+def json_int(value: Any) -> int | None:
+    """An integer as JSON Schema reads one: an int or a float without a fraction (``7.0``); else None.
+
+    ``true`` is not an integer here, though Python's ``bool`` is an ``int``.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None

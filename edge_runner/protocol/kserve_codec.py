@@ -12,7 +12,7 @@ import numpy as np
 
 from edge_runner.core.datatypes import element_size, from_numpy, to_numpy
 from edge_runner.core.errors import InvalidInput, MalformedRequest
-from edge_runner.protocol.json_body import json_object
+from edge_runner.protocol.json_body import json_int, json_object
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -62,14 +62,31 @@ def _bf16_from_floats(values: np.ndarray) -> np.ndarray:
 
 
 MAX_ELEMENTS = 1 << 31  # per tensor; the body limit usually bites long before this
+MAX_DIMS = 32  # numpy's limit (numpy 1.x)
 
 
 def _shape(raw: Any, name: str) -> tuple[int, ...]:
-    if not isinstance(raw, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+    dims = [json_int(d) for d in raw] if isinstance(raw, list) else [None]
+    if not all(d is not None and d >= 0 for d in dims):
         raise InvalidInput(f"input {name!r}: 'shape' must be a list of non-negative integers, got {raw!r}")
-    if math.prod(raw) > MAX_ELEMENTS:  # Python ints: no silent overflow as with np.prod
-        raise InvalidInput(f"input {name!r}: shape {raw} has more than {MAX_ELEMENTS} elements")
-    return tuple(raw)
+    shape = tuple(int(d or 0) for d in dims)
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_DIMS}")
+    # Zero dims count as 1: numpy refuses to reshape even an empty array to (0, 2**40, 2**40).
+    if math.prod(max(d, 1) for d in shape) > MAX_ELEMENTS:  # Python ints: no silent overflow as with np.prod
+        raise InvalidInput(f"input {name!r}: shape {list(shape)} has more than {MAX_ELEMENTS} elements")
+    return shape
+
+
+def _check_integers(array: np.ndarray, target: np.dtype[np.generic], datatype: str, name: str) -> None:
+    """Integer data must be whole numbers (``7.0`` is one, as in JSON Schema) within the datatype's range:
+    numpy's cast would silently wrap 300 to 44 as UINT8."""
+    if array.dtype.kind == "f" and not (np.isfinite(array).all() and (array == np.trunc(array)).all()):
+        raise InvalidInput(f"input {name!r}: {datatype} data must be integers, got fractional or non-finite values")
+    info = np.iinfo(target)  # type: ignore[type-var]
+    low, high = array.min().item(), array.max().item()
+    if low < info.min or high > info.max:
+        raise InvalidInput(f"input {name!r}: {datatype} data must lie in [{info.min}, {info.max}]")
 
 
 def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -89,11 +106,12 @@ def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str)
             array = array.astype(np.bool_)
         else:
             array = np.asarray(data).reshape(-1)
+            target = to_numpy(datatype)
             if array.size and array.dtype.kind not in "iufb":
                 raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {array.dtype.name}")
-            if array.size and array.dtype.kind == "f" and to_numpy(datatype).kind in "iu":
-                raise InvalidInput(f"input {name!r}: {datatype} data must be integers, got floating-point values")
-            array = array.astype(to_numpy(datatype))
+            if array.size and target.kind in "iu" and array.dtype.kind in "iuf":
+                _check_integers(array, target, datatype, name)
+            array = array.astype(target)
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from None
     if array.size != count:
@@ -146,11 +164,12 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         to_numpy(datatype)
         shape = _shape(raw.get("shape"), name)
         params = raw.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+        raw_size = params.get("binary_data_size") if isinstance(params, dict) else None
+        if raw_size is not None:
+            size = json_int(raw_size)
+            if size is None or size < 0 or offset + size > len(tail):
                 raise InvalidInput(
-                    f"input {name!r}: binary_data_size {size} exceeds the {len(tail) - offset} "
+                    f"input {name!r}: binary_data_size {raw_size!r} exceeds the {len(tail) - offset} "
                     "binary bytes left in the body"
                 )
             inputs[name] = _from_binary(tail[offset : offset + size], datatype, shape, name)

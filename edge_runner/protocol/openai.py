@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_runner.core.errors import InvalidInput, MalformedRequest
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
+from edge_runner.protocol.json_body import json_int
 
 MAX_STOP_STRINGS = 4
 #: as OpenAI's embeddings endpoint: more inputs per request are refused before any work
@@ -68,9 +69,10 @@ def _max_tokens(body: dict[str, Any], limit: int) -> int:
     value = body.get("max_completion_tokens", body.get("max_tokens"))
     if value is None:
         return limit
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    number = json_int(value)
+    if number is None or number < 1:
         raise MalformedRequest("'max_tokens' must be a positive integer")
-    return min(value, limit)
+    return min(number, limit)
 
 
 def _stop(body: dict[str, Any]) -> tuple[str, ...]:
@@ -98,8 +100,10 @@ def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams
     if body.get("n", 1) != 1:
         raise MalformedRequest("only 'n': 1 is supported")
     seed = body.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise MalformedRequest("'seed' must be an integer")
+    if seed is not None:
+        seed = json_int(seed)
+        if seed is None:
+            raise MalformedRequest("'seed' must be an integer")
     return SamplingParams(
         max_tokens=_max_tokens(body, max(1, max_new_tokens)),
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),

@@ -11,12 +11,14 @@ from typing import Any
 
 import falcon
 
-from edge_runner import __version__
 from edge_runner.config.settings import Settings
 from edge_runner.core.errors import Unauthorized
 from edge_runner.server import errors as server_errors
 from edge_runner.server import kserve
+from edge_runner.server.anthropic_routes import anthropic_routes
+from edge_runner.server.ollama_routes import ollama_routes
 from edge_runner.server.openai_routes import openai_routes
+from edge_runner.server.openapi import OpenApiResource
 from edge_runner.server.ops import AdmissionMiddleware, MetricsResource, PsResource
 from edge_runner.server.routes import Route
 from edge_runner.server.security import BrowserGuard
@@ -71,37 +73,6 @@ def build_routes(service: ModelService, settings: Settings, state: dict[str, boo
     ]
 
 
-class OpenApiResource:
-    """A generated OpenAPI 3.1 document of every registered route."""
-
-    def __init__(self, routes: list[Route]) -> None:
-        self.routes = routes
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        paths: dict[str, Any] = {}
-        for route in self.routes:
-            ops: dict[str, Any] = {}
-            for method in ("get", "post"):
-                if hasattr(route.resource, f"on_{method}"):
-                    params = [
-                        {"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-                        for p in route.path.split("/")
-                        if p.startswith("{")
-                    ]
-                    ops[method] = {
-                        "summary": route.summary,
-                        "tags": [route.tag],
-                        "parameters": params,
-                        "responses": {
-                            "200": {"description": "OK"},
-                            "4XX": {"description": 'Client error: {"error": message}'},
-                            "5XX": {"description": "Not ready, overloaded or failed"},
-                        },
-                    }
-            paths[route.path] = ops
-        resp.media = {"openapi": "3.1.0", "info": {"title": "edge-runner", "version": __version__}, "paths": paths}
-
-
 def all_routes(
     service: ModelService, settings: Settings, state: dict[str, bool], admission: AdmissionMiddleware
 ) -> list[Route]:
@@ -113,7 +84,7 @@ def all_routes(
     if service.metrics is not None and settings.enable_metrics:
         service.metrics.attach_state(service.ps_rows, lambda: admission.in_flight)
         routes.append(Route("/metrics", MetricsResource(service.metrics), "Prometheus metrics", "operations"))
-    return routes + openai_routes(service)
+    return routes + openai_routes(service) + anthropic_routes(service) + ollama_routes(service)
 
 
 def create_app(
@@ -134,5 +105,5 @@ def create_app(
     routes = all_routes(service, settings, state, admission)
     for route in routes:
         app.add_route(route.path, route.resource)
-    app.add_route("/openapi.json", OpenApiResource(routes))
+    app.add_route("/openapi.json", OpenApiResource(routes, service))
     return app
