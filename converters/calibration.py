@@ -11,6 +11,7 @@ from converters.options import InputSpec
 from converters.sources.base import Feeds, Source, generated_feeds
 
 MAX_SAMPLES = 64
+MAX_PARITY_SAMPLES = 1024  # --parity-data: held-out sets are bigger than calibration sets
 
 
 def _from_file(path: Path, inputs: list[InputSpec]) -> Feeds:
@@ -53,21 +54,23 @@ def _check(feeds: Feeds, inputs: list[InputSpec], where: Path) -> Feeds:
     return out
 
 
-def load_calibration(path: Path, inputs: list[InputSpec]) -> list[Feeds]:
-    """Single-sample feeds (batch of 1) from ``path``, at most MAX_SAMPLES of them."""
+def load_calibration(
+    path: Path, inputs: list[InputSpec], limit: int = MAX_SAMPLES, flag: str = "--calibration"
+) -> list[Feeds]:
+    """Single-sample feeds (batch of 1) from ``path``, at most ``limit`` of them."""
     if not path.exists():
-        raise ConversionError(f"--calibration {path} does not exist", "give a .npy, .npz or a folder of them")
+        raise ConversionError(f"{flag} {path} does not exist", "give a .npy, .npz or a folder of them")
     files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz")) if path.is_dir() else [path]
     if not files:
-        raise ConversionError(f"--calibration folder {path} holds no .npy/.npz files", "add samples saved with numpy")
+        raise ConversionError(f"{flag} folder {path} holds no .npy/.npz files", "add samples saved with numpy")
     samples: list[Feeds] = []
     for file in files:
         batch = _check(_from_file(file, inputs), inputs, file)
         count = next(iter(batch.values())).shape[0]
         samples.extend({k: v[i : i + 1] for k, v in batch.items()} for i in range(count))
-        if len(samples) >= MAX_SAMPLES:
+        if len(samples) >= limit:
             break
-    return samples[:MAX_SAMPLES]
+    return samples[:limit]
 
 
 def stack(samples: list[Feeds]) -> Feeds:

@@ -111,6 +111,19 @@ FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
         },
     ),
     (("--samples",), {"metavar": "N", "type": int, "default": 4, "help": "parity samples when no calibration"}),
+    (
+        ("--parity-data",),
+        {
+            "metavar": "DATA",
+            "type": Path,
+            "help": "inputs for the parity check, same layout as --calibration (e.g. a held-out set, up to "
+            "1024 samples, all used); default: the calibration samples, else generated inputs",
+        },
+    ),
+    (
+        ("--name",),
+        {"metavar": "NAME", "help": "model name in manifest.json (default: --register, else the --out folder name)"},
+    ),
     (("--allow-drift",), {"action": "store_true", "help": "exit 0 even when parity thresholds are missed"}),
     (("--json",), {"action": "store_true", "help": "print the result (manifest and parity report) as JSON"}),
 )
@@ -148,6 +161,8 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         json=args.json,
         model_repository=args.model_repository,
         samples=max(1, args.samples),
+        name=args.name,
+        parity_data=args.parity_data,
     )
 
 
@@ -155,14 +170,12 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2, sort_keys=True, default=str))
         return
-    from converters.parity import summary_lines
+    from edge_runner.core.parity import ParityReport
 
     parity = result.get("manifest", {}).get("parity", {})
-    if {"mean_cosine", "size_bytes", "latency_ms"} <= set(parity):
-        for line in summary_lines(parity):
+    if parity:
+        for line in ParityReport.from_json(parity).summary_lines():
             print(line)
-    elif parity:  # reports of other converters (GGUF): print their scalar figures
-        print("parity: " + ", ".join(f"{k}={v}" for k, v in sorted(parity.items()) if isinstance(v, int | float | str)))
     print(f"wrote {result['out']}")
     if "registered" in result:
         reg = result["registered"]

@@ -11,6 +11,7 @@ from converters.errors import ConversionError, ParityError
 from converters.options import ConvertOptions
 from converters.pipeline import _check_out, _publish, _register, default_out
 from converters.progress import Progress
+from edge_runner.core.parity import ParityReport
 
 
 def _converter() -> Any:
@@ -42,23 +43,26 @@ def convert_gguf(opts: ConvertOptions, progress: Progress) -> dict[str, Any]:
     _check_out(out)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    parity_failure: str | None = None
+    failures: list[str] = []
     progress.step(f"converting {src} to GGUF ({quantize})")
     try:
         try:
-            manifest = convert_to_gguf(src, tmp, quantize, name=opts.register or out.name, allow_drift=True)
+            manifest = convert_to_gguf(
+                src, tmp, quantize, name=opts.name or opts.register or out.name, allow_drift=True
+            )
         except (ValueError, FileNotFoundError) as exc:
             raise ConversionError(
                 str(exc).splitlines()[0], "give a supported Hugging Face folder and --quantize"
             ) from exc
-        if not manifest.parity.get("passed", True):
-            parity_failure = "GGUF parity below threshold"
+        report = ParityReport.from_json(manifest.parity)
+        if not report.passed:
+            failures = list(report.failures) or ["GGUF parity below threshold"]
         progress.step("publishing")
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if parity_failure and not opts.allow_drift:
-        raise ParityError([parity_failure], manifest.parity)
+    if failures and not opts.allow_drift:
+        raise ParityError(failures, manifest.parity)
     result: dict[str, Any] = {"status": "ok", "out": str(out), "manifest": manifest.to_json()}
     progress.step("registering" if opts.register else "done")
     if opts.register:

@@ -1,8 +1,14 @@
-"""Build the ``manifest.json`` of a conversion with the shared :mod:`edge_runner.core.manifest` module."""
+"""The one producer of ``manifest.json``: every conversion (ONNX / OpenVINO / TFLite and GGUF) builds it here.
+
+``build_manifest`` checksums the files and fills the shared :class:`edge_runner.core.manifest.Manifest`
+with the parity report in its one format (:class:`edge_runner.core.parity.ParityReport`);
+``conversion_manifest`` gathers what the ONNX / OpenVINO / TFLite pipeline knows about a source.
+"""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -14,9 +20,44 @@ from converters.calibration import parity_feeds
 from converters.options import ConvertOptions
 from converters.sources.base import Source
 from edge_runner.core.datatypes import from_numpy
-from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, write_manifest
+from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, sha256_file
+from edge_runner.core.parity import ParityReport
 
-TOOLS = ("torch", "tensorflow", "transformers", "onnx", "onnxruntime", "openvino", "nncf", "tf2onnx")
+
+def build_manifest(
+    folder: Path,
+    *,
+    name: str,
+    fmt: str,
+    files: Sequence[str],
+    parity: ParityReport | None,
+    inputs: Sequence[TensorSpec] = (),
+    outputs: Sequence[TensorSpec] = (),
+    quantization: str = "none",
+    task: str = "",
+    source: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    backend: str = "",
+    version: int = 1,
+) -> Manifest:
+    """The manifest of the artifact ``files`` in ``folder`` (the first is opened); not written yet.
+
+    ``parity`` is None only before the check ran (the manifest the serving backend loads to measure it).
+    """
+    return Manifest(
+        name=name,
+        version=version,
+        format=fmt,
+        files=tuple(file_entry(folder, f) for f in files),
+        backend=backend,
+        inputs=tuple(inputs),
+        outputs=tuple(outputs),
+        quantization=quantization,
+        source=dict(source or {}),
+        parity=parity.to_json() if parity is not None else {},
+        task=task,
+        extra=dict(extra or {}),
+    )
 
 
 def _versions(framework: str, fmt: str) -> dict[str, str]:
@@ -58,10 +99,8 @@ def _copy_extras(source: Source, folder: Path) -> list[str]:
     return copied
 
 
-def build_manifest(
-    opts: ConvertOptions, out: Path, folder: Path, source: Source, artifact: Artifact, report: dict[str, Any]
-) -> Manifest:
-    """Copy tokenizer/config files beside the artifact and write ``folder/manifest.json``."""
+def conversion_manifest(opts: ConvertOptions, out: Path, folder: Path, source: Source, artifact: Artifact) -> Manifest:
+    """Copy tokenizer/config files beside the artifact; the manifest without its parity report yet."""
     extras = _copy_extras(source, folder)
     files = [p.relative_to(folder).as_posix() for p in artifact.files if p.exists()] + extras
     sample = source.reference(parity_feeds(source, [], 2))
@@ -75,21 +114,18 @@ def build_manifest(
         }
     )
     if source.path.is_file():
-        from edge_runner.core.manifest import sha256_file
-
         info["sha256"] = sha256_file(source.path)
-    manifest = Manifest(
-        name=opts.register or out.name,
-        version=1,
-        format=artifact.format,
-        files=tuple(file_entry(folder, f) for f in files),
+    info.update(opts.source_info)
+    return build_manifest(
+        folder,
+        name=opts.name or opts.register or out.name,
+        fmt=artifact.format,
+        files=files,
+        parity=None,
         inputs=inputs,
         outputs=outputs,
         quantization=artifact.quantization,
-        source=info,
-        parity=report,
         task=source.task,
-        extra={**source.extra, "quantization_detail": artifact.detail},
+        source=info,
+        extra={**source.extra, "quantization_detail": artifact.detail, **opts.extra},
     )
-    write_manifest(folder, manifest)
-    return manifest

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from converters.errors import ConversionError
 
@@ -59,7 +60,11 @@ class ConvertOptions:
     json: bool = False
     model_repository: Path | None = None
     samples: int = 4
-    extra: dict[str, str] = field(default_factory=dict)
+    name: str | None = None
+    parity_data: Path | None = None
+    #: merged into the manifest's ``source`` / ``extra`` (scripts that build the embedded defaults)
+    source_info: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_example_input(text: str) -> InputSpec:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converters.build import Artifact, BuildRequest, build_artifact
 from converters.calibration import parity_feeds
@@ -14,6 +15,11 @@ from converters.options import ConvertOptions
 from converters.presets import get_preset, int8_flavour
 from converters.progress import Progress
 from converters.sources.base import Feeds, Source
+from edge_runner.core.manifest import Manifest, write_manifest
+from edge_runner.core.parity import ParityReport
+
+if TYPE_CHECKING:
+    from converters.parity import Evaluate
 
 STEPS = 5
 
@@ -46,35 +52,33 @@ def _request(opts: ConvertOptions, quantization: str, has_calibration: bool, pro
         flavour = int8_flavour(preset, opts.to, quantization, has_calibration)
         preferred = {"onnx": preset.onnx_int8, "openvino": preset.openvino_int8, "tflite": preset.tflite_int8}[opts.to]
         if quantization == "int8" and preferred != flavour:
-            progress.note(f"preset {preset.name} prefers {preferred} INT8; without --calibration using {flavour}")
+            given = "with" if has_calibration else "without"
+            progress.note(f"preset {preset.name} prefers {preferred} INT8; {given} --calibration using {flavour}")
     level = "int8" if quantization.startswith("int8") else quantization
     return BuildRequest(opts.to, level, flavour, preset, opts.opset)
 
 
-def check_parity(source: Source, artifact: Artifact, feeds: Feeds) -> dict[str, Any]:
-    """Run source and artifact on ``feeds``; the parity report."""
-    from converters.parity import build_report, compare_outputs
-    from converters.runners import median_latency_ms, runner_for
+def check_parity(
+    source: Source, manifest: Manifest, folder: Path, artifact: Artifact, feeds: Feeds, evaluate: Evaluate | None = None
+) -> ParityReport:
+    """Run the source and the artifact (through its serving backend) on ``feeds``; the parity report."""
+    from converters.parity import measure
+    from edge_runner.core.errors import InvalidInput
 
-    runner = runner_for(artifact.format, artifact.primary)
     try:
-        ref, art = source.reference(feeds), runner(feeds)
-        outputs = compare_outputs(source.output_names, ref, art, source.task)
-    except ValueError as exc:
+        return measure(source, manifest, folder, feeds, artifact.size_bytes, evaluate)
+    except (ValueError, InvalidInput) as exc:
         raise ConversionError(
             f"the artifact does not match the source: {exc}", "report this model as unsupported"
         ) from exc
-    latency = (median_latency_ms(source.reference, feeds), median_latency_ms(runner, feeds))
-    samples = next(iter(feeds.values())).shape[0]
-    return build_report(
-        outputs,
-        source.primary,
-        artifact.quantization,
-        source.task,
-        samples,
-        (source.size_bytes, artifact.size_bytes),
-        latency,
-    )
+
+
+def _parity_inputs(opts: ConvertOptions, source: Source, calibration: list[Feeds]) -> Feeds:
+    if opts.parity_data is None:
+        return parity_feeds(source, calibration, opts.samples)
+    from converters.calibration import MAX_PARITY_SAMPLES, load_calibration, stack
+
+    return stack(load_calibration(opts.parity_data, source.inputs, MAX_PARITY_SAMPLES, "--parity-data"))
 
 
 def _publish(tmp: Path, out: Path) -> None:
@@ -87,9 +91,13 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def convert(opts: ConvertOptions, progress: Progress) -> dict[str, Any]:
-    """Run one conversion; returns the result (out folder, manifest, registration)."""
-    from converters.manifest_writer import build_manifest
+def convert(opts: ConvertOptions, progress: Progress, evaluate: Evaluate | None = None) -> dict[str, Any]:
+    """Run one conversion; returns the result (out folder, manifest, registration).
+
+    ``evaluate(source_outputs, artifact_outputs)`` (scripts only) adds its numbers to the report's
+    ``details``, e.g. held-out accuracy when the parity inputs are a labelled held-out set.
+    """
+    from converters.manifest_writer import conversion_manifest
 
     quantization = opts.quantize or get_preset(opts.profile).default_quantization
     out = (opts.out or default_out(opts, quantization)).resolve()
@@ -107,16 +115,18 @@ def convert(opts: ConvertOptions, progress: Progress) -> dict[str, Any]:
             f"building {opts.to} ({req.quantization}{'' if req.flavour == req.quantization else ', ' + req.flavour})"
         )
         artifact = build_artifact(source, req, tmp, calibration)
-        progress.step("checking parity against the source")
-        report = check_parity(source, artifact, parity_feeds(source, calibration, opts.samples))
+        progress.step("checking parity against the source through the serving backend")
+        draft = conversion_manifest(opts, out, tmp, source, artifact)
+        report = check_parity(source, draft, tmp, artifact, _parity_inputs(opts, source, calibration), evaluate)
         progress.step("writing manifest")
-        manifest = build_manifest(opts, out, tmp, source, artifact, report)
+        manifest = replace(draft, parity=report.to_json())
+        write_manifest(tmp, manifest)
         _publish(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    if not report["passed"] and not opts.allow_drift:
+    if not report.passed and not opts.allow_drift:
         # The folder stays for inspection (its manifest says passed: false) but is never registered.
-        raise ParityError(report["failures"], report)
+        raise ParityError(list(report.failures), report.to_json())
     result: dict[str, Any] = {"status": "ok", "out": str(out), "manifest": manifest.to_json()}
     progress.step("registering" if opts.register else "done")
     if opts.register:

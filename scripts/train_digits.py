@@ -1,10 +1,12 @@
-"""Train and convert the embedded default model ``digits``.
+"""Train the embedded default model ``digits`` and convert it with the converter pipeline.
 
-A small CNN is trained with torch on scikit-learn's bundled 8x8 digits, exported to ONNX and
-quantized to INT8 (static QDQ, per-channel), then written as ``<out>/digits/1``. Its twins are built
-from the same weights: OpenVINO IR (``digits-openvino/1``, INT8 via NNCF) and TFLite
-(``digits-tflite/1``, INT8 weights and activations, float I/O). Every manifest records the held-out
-accuracy of its own artifact, measured with the runtime that serves it.
+A small CNN is trained with torch on scikit-learn's bundled 8x8 digits. ``edge-runner convert``'s own
+pipeline (``converters.pipeline.convert``) then builds every artifact from it: the ONNX model
+(``<out>/digits/1``, static INT8 QDQ, per-channel) and its twins, OpenVINO IR (``digits-openvino/1``,
+full INT8 via NNCF) and TFLite (``digits-tflite/1``, full-integer INT8 with float I/O, from a Keras twin
+holding the same weights). Calibration uses training samples; the parity check runs on the held-out split
+through each artifact's serving backend, so every manifest's parity report (the one documented in
+docs/manifest.md) also records the held-out accuracy of its own artifact in ``details``.
 
 Usage: ``python scripts/train_digits.py [--out edge_runner/defaults] [--targets onnx,openvino,tflite]``.
 Needs the ``convert`` extra (torch, onnx, onnxruntime, openvino, nncf, scikit-learn; tensorflow and
@@ -15,26 +17,25 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, write_manifest
+import torch
+from torch import nn
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
 
 SEED = 0
 HOLDOUT = {"test_size": 0.25, "random_state": 0, "stratify": True, "scale": "x/16"}
 LABELS = [str(d) for d in range(10)]
 EPOCHS = 40
 BATCH_SIZE = 32
-CALIBRATION_SAMPLES = 200
-SOURCE = {"framework": "torch", "script": "scripts/train_digits.py", "dataset": "sklearn.datasets.load_digits"}
-INPUTS = (TensorSpec("input", "FP32", (-1, 1, 8, 8)),)
-OUTPUTS = (TensorSpec("logits", "FP32", (-1, 10)),)
+CALIBRATION_SAMPLES = 64  # the pipeline's calibration limit (converters.calibration.MAX_SAMPLES)
+SOURCE = {"script": "scripts/train_digits.py", "dataset": "sklearn.datasets.load_digits"}
+LAYOUT = "NCHW input, reshaped to NHWC inside the model"
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,29 @@ class Split:
     y_train: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+
+
+class DigitsNet(nn.Module):
+    """The CNN: conv3x3(8) - relu - conv3x3(16) - relu - maxpool2 - linear(256 -> 10).
+
+    ``forward`` returns ``{"logits": ...}`` so that the converted models name their output ``logits``.
+    Built with no arguments, as the converter's ``module.py:ClassName`` source wants.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(1, 8, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16 * 4 * 4, 10),
+        )
+
+    def forward(self, input: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.layers(input)}
 
 
 def log(message: str) -> None:
@@ -66,33 +90,15 @@ def load_split() -> Split:
     return Split(x_tr, y_tr, x_te, y_te)
 
 
-def build_model() -> Any:
-    """The CNN: conv3x3(8) - relu - conv3x3(16) - relu - maxpool2 - linear(256 -> 10)."""
-    import torch
-    from torch import nn
-
-    torch.manual_seed(SEED)
-    return nn.Sequential(
-        nn.Conv2d(1, 8, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 4 * 4, 10),
-    )
-
-
-def train(split: Split) -> Any:
+def train(split: Split) -> DigitsNet:
     """Train the CNN deterministically (seeded init and shuffling, one thread)."""
-    import torch
-
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    model = build_model()
+    torch.manual_seed(SEED)
+    model = DigitsNet()
     x, y = torch.from_numpy(split.x_train), torch.from_numpy(split.y_train)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    loss_fn = torch.nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(SEED)
     for epoch in range(1, EPOCHS + 1):
         model.train()
@@ -101,77 +107,13 @@ def train(split: Split) -> Any:
         for start in range(0, len(x), BATCH_SIZE):
             idx = order[start : start + BATCH_SIZE]
             optimizer.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
+            loss = loss_fn(model(x[idx])["logits"], y[idx])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
         if epoch % 10 == 0:
             log(f"epoch {epoch}/{EPOCHS}: train loss {total / len(x):.4f}")
     return model.eval()
-
-
-def torch_predict(model: Any, x: np.ndarray) -> np.ndarray:
-    """Logits of the torch model for a float32 NCHW batch."""
-    import torch
-
-    with torch.no_grad():
-        return np.asarray(model(torch.from_numpy(x)).numpy())
-
-
-def export_onnx(model: Any, path: Path) -> None:
-    """Export FP32 ONNX: input ``input`` [-1,1,8,8], output ``logits`` [-1,10], one file."""
-    import torch
-
-    example = (torch.zeros(2, 1, 8, 8),)
-    batch = torch.export.Dim("batch", min=1)
-    program = torch.onnx.export(
-        model,
-        example,
-        dynamo=True,
-        input_names=["input"],
-        output_names=["logits"],
-        dynamic_shapes=({0: batch},),
-        opset_version=18,
-        external_data=False,
-    )
-    if program is None:
-        raise RuntimeError("torch.onnx.export returned no program")
-    program.save(str(path), external_data=False)
-
-
-def quantize_onnx(fp32: Path, int8: Path, split: Split) -> None:
-    """Static INT8 QDQ quantization, per-channel weights, calibrated on training samples."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Calibration(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self, x: np.ndarray) -> None:
-            self._rows: Iterator[np.ndarray] = iter(x[:CALIBRATION_SAMPLES])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            row = next(self._rows, None)
-            return None if row is None else {"input": row[None]}
-
-    prepared = fp32.with_name("prepared.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    reader = Calibration(split.x_train)
-    quantize_static(
-        str(prepared),
-        str(int8),
-        reader,
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-    )
-
-
-def onnx_predict(path: Path) -> Callable[[np.ndarray], np.ndarray]:
-    """A function giving logits from an ONNX file through onnxruntime's CPU provider."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return lambda x: session.run(["logits"], {"input": x})[0]
 
 
 def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -184,74 +126,31 @@ def agreement(a: np.ndarray, b: np.ndarray) -> float:
     return round(float(np.mean(a.argmax(axis=1) == b.argmax(axis=1))), 4)
 
 
-def write_version(
-    folder: Path, name: str, fmt: str, files: list[str], parity: dict[str, Any], *, backend: str = "", **extra: Any
-) -> None:
-    """Write ``manifest.json`` (INT8, same I/O as the ONNX model) for one committed artifact folder."""
-    manifest = Manifest(
-        name=name,
-        version=1,
-        format=fmt,
-        files=tuple(file_entry(folder, f) for f in files),
-        backend=backend,
-        inputs=INPUTS,
-        outputs=OUTPUTS,
-        quantization="int8",
-        source=dict(SOURCE),
-        parity=parity,
-        task="image-classification",
-        extra={"holdout": dict(HOLDOUT), "labels": list(LABELS), **extra},
-    )
-    write_manifest(folder, manifest)
-    sizes = ", ".join(f"{e.path} {e.size} B" for e in manifest.files)
-    log(f"wrote {folder} ({sizes})")
+class HeldoutEvaluator:
+    """The pipeline's ``evaluate`` hook: held-out accuracy of source and artifact, agreement with ONNX INT8.
+
+    The parity inputs are the held-out images in order, so the outputs line up with ``labels``.
+    """
+
+    def __init__(self, labels: np.ndarray, onnx_int8: np.ndarray | None = None) -> None:
+        self.labels = labels
+        self.onnx_int8 = onnx_int8
+
+    def __call__(self, source: list[np.ndarray], artifact: list[np.ndarray]) -> dict[str, Any]:
+        scores: dict[str, Any] = {
+            "heldout_samples": len(self.labels),
+            "heldout_accuracy": accuracy(artifact[0], self.labels),
+            "heldout_accuracy_source": accuracy(source[0], self.labels),
+        }
+        if self.onnx_int8 is None:
+            self.onnx_int8 = artifact[0]  # the first artifact built is the ONNX INT8 reference
+        else:
+            scores["top1_agreement_vs_onnx_int8"] = agreement(artifact[0], self.onnx_int8)
+        log(f"held-out: {scores}")
+        return scores
 
 
-def build_onnx(split: Split, model: Any, fp32_path: Path, out: Path) -> np.ndarray:
-    """Quantize the FP32 export, evaluate both and write ``digits/1``; return the INT8 held-out logits."""
-    fp32 = onnx_predict(fp32_path)(split.x_test)
-    torch_gap = float(np.max(np.abs(fp32 - torch_predict(model, split.x_test))))
-    log(f"ONNX FP32: held-out accuracy {accuracy(fp32, split.y_test)}, max |onnx - torch| {torch_gap:.2e}")
-    folder = out / "digits" / "1"
-    folder.mkdir(parents=True, exist_ok=True)
-    quantize_onnx(fp32_path, folder / "model.onnx", split)
-    int8 = onnx_predict(folder / "model.onnx")(split.x_test)
-    parity = {
-        "heldout_accuracy": accuracy(int8, split.y_test),
-        "heldout_accuracy_fp32": accuracy(fp32, split.y_test),
-        "heldout_accuracy_int8": accuracy(int8, split.y_test),
-        "heldout_samples": len(split.y_test),
-        "top1_agreement_fp32_vs_int8": agreement(fp32, int8),
-        "max_abs_error_onnx_fp32_vs_torch": round(torch_gap, 8),
-    }
-    log(f"ONNX INT8: {parity}")
-    write_version(folder, "digits", "onnx", ["model.onnx"], parity)
-    return int8
-
-
-def build_openvino(split: Split, fp32_path: Path, out: Path, reference: np.ndarray) -> None:
-    """Convert the FP32 ONNX to OpenVINO IR, quantize it to INT8 with NNCF, write ``digits-openvino/1``."""
-    import nncf
-    import openvino as ov
-
-    ov_model = ov.convert_model(str(fp32_path))
-    calibration = nncf.Dataset(list(split.x_train[:CALIBRATION_SAMPLES]), lambda row: row[None])
-    quantized = nncf.quantize(ov_model, calibration, subset_size=CALIBRATION_SAMPLES)
-    folder = out / "digits-openvino" / "1"
-    folder.mkdir(parents=True, exist_ok=True)
-    ov.save_model(quantized, str(folder / "model.xml"), compress_to_fp16=False)
-    compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    logits = compiled(split.x_test)[compiled.output("logits")]
-    parity = {
-        "heldout_accuracy": accuracy(logits, split.y_test),
-        "heldout_samples": len(split.y_test),
-        "top1_agreement_vs_onnx_int8": agreement(logits, reference),
-    }
-    log(f"OpenVINO INT8: {parity}")
-    write_version(folder, "digits-openvino", "openvino", ["model.xml", "model.bin"], parity, backend="openvino")
-
-
-def keras_twin(torch_model: Any) -> Any:
+def keras_twin(torch_model: DigitsNet) -> Any:
     """The same CNN in Keras (NHWC inside, NCHW input like the ONNX model) with the torch weights copied in."""
     import keras
 
@@ -262,7 +161,7 @@ def keras_twin(torch_model: Any) -> Any:
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Flatten()(x)
     model = keras.Model(inp, {"logits": keras.layers.Dense(10)(x)})
-    w = {k: v.detach().numpy() for k, v in torch_model.state_dict().items()}
+    w = {k.removeprefix("layers."): v.detach().numpy() for k, v in torch_model.state_dict().items()}
     # torch conv kernels are [out, in, kh, kw], Keras wants [kh, kw, in, out]; torch flattens C,H,W and
     # Keras H,W,C, so the dense rows are permuted to match.
     dense = w["6.weight"].reshape(10, 16, 4, 4).transpose(0, 2, 3, 1).reshape(10, -1).T
@@ -275,48 +174,49 @@ def keras_twin(torch_model: Any) -> Any:
     return model
 
 
-def build_tflite(split: Split, torch_model: Any, out: Path, reference: np.ndarray) -> None:
-    """Convert the Keras twin to TFLite (INT8, float I/O), check it with LiteRT, write ``digits-tflite/1``."""
-    import os
+def convert_one(target: str, src: str, out: Path, work: Path, evaluate: HeldoutEvaluator, **fields: Any) -> None:
+    """One ``edge-runner convert`` run (INT8, calibrated on training samples, parity on the held-out set)."""
+    from converters.options import ConvertOptions
+    from converters.pipeline import STEPS, convert
+    from converters.progress import Progress
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-    from ai_edge_litert.interpreter import Interpreter
-
-    model = keras_twin(torch_model)
-    keras_gap = float(np.max(np.abs(model(split.x_test)["logits"].numpy() - torch_predict(torch_model, split.x_test))))
-    log(f"Keras twin: max |keras - torch| {keras_gap:.2e}")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([row[None]] for row in split.x_train[:CALIBRATION_SAMPLES])
-    folder = out / "digits-tflite" / "1"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.tflite").write_bytes(converter.convert())
-    runner = Interpreter(model_path=str(folder / "model.tflite")).get_signature_runner("serving_default")
-    logits = runner(input=split.x_test)["logits"]
-    parity = {
-        "heldout_accuracy": accuracy(logits, split.y_test),
-        "heldout_samples": len(split.y_test),
-        "top1_agreement_vs_onnx_int8": agreement(logits, reference),
-        "max_abs_error_keras_vs_torch": round(keras_gap, 8),
-    }
-    log(f"TFLite INT8: {parity}")
-    layout = "NCHW input, reshaped to NHWC inside the model"
-    write_version(
-        folder,
-        "digits-tflite",
-        "tflite",
-        ["model.tflite"],
-        parity,
-        backend="tflite",
-        tflite_signature="serving_default",
-        layout=layout,
+    name = {"onnx": "digits", "openvino": "digits-openvino", "tflite": "digits-tflite"}[target]
+    opts = ConvertOptions(
+        src=src,
+        to=target,
+        quantize="int8",
+        calibration=work / "calibration.npy",
+        parity_data=work / "heldout.npy",
+        out=out / name / "1",
+        name=name,
+        task="image-classification",
+        extra={"holdout": dict(HOLDOUT), "labels": list(LABELS), **fields.pop("extra", {})},
+        **fields,
     )
+    progress = Progress(STEPS)
+    try:
+        result = convert(opts, progress, evaluate=evaluate)
+    finally:
+        progress.finish()
+    sizes = ", ".join(f"{f['path']} {f['size']} B" for f in result["manifest"]["files"])
+    log(f"wrote {result['out']} ({sizes})")
+
+
+def onnx_reference(out: Path, x: np.ndarray) -> np.ndarray:
+    """Held-out logits of an existing ``digits`` ONNX artifact, through its serving backend."""
+    from converters.parity import served
+    from edge_runner.core.manifest import read_manifest
+
+    folder = out / "digits" / "1"
+    with served(read_manifest(folder), folder, ["logits"]) as (run, _):
+        return run({"input": x})[0]
 
 
 def main(argv: list[str] | None = None) -> int:
     """Train, convert and write the requested artifacts; return the exit code."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from converters.options import InputSpec
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "edge_runner" / "defaults")
     parser.add_argument("--targets", default="onnx,openvino,tflite", help="comma list of onnx, openvino, tflite")
     args = parser.parse_args(argv)
@@ -324,17 +224,35 @@ def main(argv: list[str] | None = None) -> int:
     split = load_split()
     log(f"digits: {len(split.y_train)} train / {len(split.y_test)} held-out samples")
     model = train(split)
+    evaluate = HeldoutEvaluator(split.y_test)
+    if "onnx" not in targets:
+        evaluate.onnx_int8 = onnx_reference(args.out, split.x_test)
     with tempfile.TemporaryDirectory(prefix="digits-") as tmp:
-        fp32_path = Path(tmp) / "model_fp32.onnx"
-        export_onnx(model, fp32_path)
-        if "onnx" in targets:
-            reference = build_onnx(split, model, fp32_path, args.out)
-        else:
-            reference = onnx_predict(args.out / "digits" / "1" / "model.onnx")(split.x_test)
-        if "openvino" in targets:
-            build_openvino(split, fp32_path, args.out, reference)
+        work = Path(tmp)
+        np.save(work / "calibration.npy", split.x_train[:CALIBRATION_SAMPLES])
+        np.save(work / "heldout.npy", split.x_test)
+        torch.save(model.state_dict(), work / "digits.pth")
+        torch_source = {
+            "src": f"{SCRIPT}:DigitsNet",
+            "state_dict": work / "digits.pth",
+            "example_inputs": (InputSpec("input", "float32", (1, 1, 8, 8)),),
+            "source_info": {**SOURCE, "path": SOURCE["script"], "state_dict": "trained in memory by the script"},
+        }
+        for target in ("onnx", "openvino"):
+            if target in targets:
+                convert_one(out=args.out, work=work, evaluate=evaluate, target=target, **torch_source)
         if "tflite" in targets:
-            build_tflite(split, model, args.out, reference)
+            keras_path = work / "digits.keras"
+            keras_twin(model).save(str(keras_path))
+            convert_one(
+                "tflite",
+                str(keras_path),
+                args.out,
+                work,
+                evaluate,
+                source_info={**SOURCE, "path": f"{SOURCE['script']} (Keras twin holding the torch weights)"},
+                extra={"tflite_signature": "serving_default", "layout": LAYOUT},
+            )
     log("done")
     return 0
 

@@ -18,7 +18,9 @@ import gguf
 import numpy as np
 
 from converters.gguf import architectures, parity, tokenizer, weights
-from edge_runner.core.manifest import Manifest, TensorSpec, file_entry, write_manifest
+from converters.manifest_writer import build_manifest
+from edge_runner.core.manifest import Manifest, TensorSpec, write_manifest
+from edge_runner.core.parity import ParityReport
 
 # what the llama.cpp backend declares for KServe v2 access (text in; text or embeddings out)
 TEXT_INPUT = TensorSpec("text_input", "BYTES", (-1,))
@@ -105,11 +107,17 @@ def _intermediate_dtype(src: Path, quantize: str) -> str:
     return "f16" if weights.source_size_bytes(src) * 2 > F32_INTERMEDIATE_LIMIT else "f32"
 
 
-def _parity(arch: architectures.Architecture, src: Path, path: Path) -> dict[str, Any]:
+def _parity(
+    arch: architectures.Architecture, src: Path, path: Path, quantize: str, details: dict[str, Any], check: bool
+) -> ParityReport:
+    sizes = (weights.source_size_bytes(src), path.stat().st_size)
+    kind = "encoder" if arch.is_encoder else "decoder"
+    if not check:
+        return ParityReport.not_measured(kind, quantize, sizes, details)
     if arch.is_encoder:
         pooling = "cls" if architectures._pooling_type(src) == gguf.PoolingType.CLS else "mean"
-        return parity.encoder_parity(src, path, pooling=pooling)
-    return parity.decoder_parity(src, path)
+        return parity.encoder_parity(src, path, quantize, sizes, details, pooling=pooling)
+    return parity.decoder_parity(src, path, quantize, sizes, details)
 
 
 def convert_to_gguf(
@@ -150,20 +158,13 @@ def convert_to_gguf(
             quantizer = quantize_file(staging, final, quantize, threads)
         finally:
             staging.unlink(missing_ok=True)
-    seconds = time.perf_counter() - started
-    report: dict[str, Any] = _parity(arch, src, final) if check_parity else {"skipped": True}
-    report.update(
-        size_bytes_before=weights.source_size_bytes(src),
-        size_bytes_after=final.stat().st_size,
-        convert_seconds=round(seconds, 2),
-        quantizer=quantizer,
-    )
-    failures = parity.check_thresholds(report, quantize) if check_parity else []
-    report["passed"] = not failures
+    details = {"convert_seconds": round(time.perf_counter() - started, 2), "quantizer": quantizer}
+    report = _parity(arch, src, final, quantize, details, check_parity)
     manifest = _manifest(arch, src, out, model_name, version, quantize, report, source, extra)
     write_manifest(out, manifest)
-    if failures and not allow_drift:
-        raise ParityError(f"GGUF parity below threshold for {src}: {'; '.join(failures)} (use --allow-drift)")
+    if check_parity and not report.passed and not allow_drift:
+        failures = "; ".join(report.failures)
+        raise ParityError(f"GGUF parity below threshold for {src}: {failures} (use --allow-drift)")
     return manifest
 
 
@@ -174,7 +175,7 @@ def _manifest(
     name: str,
     version: int,
     quantize: str,
-    report: dict[str, Any],
+    report: ParityReport,
     source: dict[str, Any] | None,
     extra: dict[str, Any] | None,
 ) -> Manifest:
@@ -182,11 +183,12 @@ def _manifest(
     chat = tokenizer.chat_template(src)
     info["has_chat_template"] = chat is not None
     info["context_length"] = int(arch.config.get("max_position_embeddings", 2048))
-    return Manifest(
+    return build_manifest(
+        out,
         name=name,
         version=version,
-        format="gguf",
-        files=(file_entry(out, "model.gguf"),),
+        fmt="gguf",
+        files=["model.gguf"],
         backend="llama_cpp",
         quantization=quantize,
         inputs=(TEXT_INPUT,),

@@ -1,9 +1,10 @@
-"""Parity of a GGUF file against the Hugging Face torch model it came from.
+"""Parity of a GGUF file (run by llama.cpp) against the Hugging Face torch model it came from.
 
-Decoders: the same token ids go through both models; next-token logits at every position are
-compared (top-1 agreement, max abs error, mean cosine). The GGUF file's own tokenizer is checked
-against the HF tokenizer on the same texts. Encoders: pooled sentence embeddings are compared by
-cosine similarity. Both sides are timed so the report carries latency before/after.
+Only the GGUF-specific part lives here: running both models. Decoders: the same token ids go through
+both; next-token logits at every position are compared. The GGUF file's own tokenizer is checked against
+the HF tokenizer on the same texts (``details.tokenizer_agreement``). Encoders: pooled sentence
+embeddings are compared per sample. Metrics, thresholds and the report are the shared ones of
+:mod:`edge_runner.core.parity` (kinds ``decoder`` and ``encoder``).
 """
 
 from __future__ import annotations
@@ -15,23 +16,14 @@ from typing import Any
 
 import numpy as np
 
+from edge_runner.core.parity import ParityReport, compare_outputs
+
 SAMPLE_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
     "def add(a, b):\n    return a + b",
     "Edge devices run small models close to the data they serve.",
     "An assignment statement evaluates the expression list and assigns the result.",
 )
-
-# thresholds: the conversion fails below them unless drift is allowed. Decoder top-1 agreement is
-# measured at every position of the sample prompts; on random-weight test models near-ties flip
-# under Q8_0 activation quantization (seen: 0.886 on a random Qwen2), trained models reach ~1.0.
-DECODER_THRESHOLDS = {"top1_agreement": 0.9, "mean_cosine": 0.99}
-DECODER_THRESHOLDS_BY_QUANT = {
-    "f32": {"top1_agreement": 0.98, "mean_cosine": 0.999},
-    "f16": {"top1_agreement": 0.95, "mean_cosine": 0.999},
-    "q8_0": {"top1_agreement": 0.85, "mean_cosine": 0.99},
-}
-ENCODER_THRESHOLDS = {"min_cosine": 0.99}
 
 
 def _threads() -> int:
@@ -46,13 +38,14 @@ def _hf_ids(tokenizer: Any, src: Path, texts: tuple[str, ...]) -> list[list[int]
     return ids
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = np.sum(a * b, axis=-1)
-    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12
-    return np.asarray(num / den)
-
-
-def decoder_parity(src: Path, gguf_path: Path, texts: tuple[str, ...] = SAMPLE_TEXTS) -> dict[str, Any]:
+def decoder_parity(
+    src: Path,
+    gguf_path: Path,
+    quantize: str,
+    sizes: tuple[int, int],
+    details: dict[str, Any] | None = None,
+    texts: tuple[str, ...] = SAMPLE_TEXTS,
+) -> ParityReport:
     """Compare next-token logits of the GGUF file (llama.cpp) with the HF torch model."""
     import torch
     from llama_cpp import Llama
@@ -80,16 +73,22 @@ def decoder_parity(src: Path, gguf_path: Path, texts: tuple[str, ...] = SAMPLE_T
     token_match = [llm.tokenize(t.encode(), add_bos=False, special=True) == _plain_ids(tokenizer, t) for t in texts]
     del llm
     hf_all, gg_all = np.concatenate(hf_logits), np.concatenate(gg_logits)[:, : hf_logits[0].shape[-1]]
-    return {
-        "kind": "decoder",
-        "positions": int(hf_all.shape[0]),
-        "top1_agreement": round(float(np.mean(hf_all.argmax(-1) == gg_all.argmax(-1))), 4),
-        "max_abs_err": round(float(np.max(np.abs(hf_all - gg_all))), 5),
-        "mean_cosine": round(float(np.mean(_cosine(hf_all, gg_all))), 5),
-        "tokenizer_agreement": round(sum(token_match) / len(token_match), 4),
-        "latency_ms_before": round(hf_s * 1000 / len(prompts), 2),
-        "latency_ms_after": round(gg_s * 1000 / len(prompts), 2),
-    }
+    return ParityReport.measure(
+        kind="decoder",
+        quantization=quantize,
+        task="text-generation",
+        outputs=compare_outputs(["logits"], [hf_all], [gg_all], "text-generation"),
+        primary="logits",
+        samples=int(hf_all.shape[0]),  # every prompt position is a sample
+        sizes=sizes,
+        latency_ms=(hf_s * 1000 / len(prompts), gg_s * 1000 / len(prompts)),
+        measured_with="llama.cpp",
+        details={
+            **(details or {}),
+            "prompts": len(prompts),
+            "tokenizer_agreement": round(sum(token_match) / len(token_match), 4),
+        },
+    )
 
 
 def _plain_ids(tokenizer: Any, text: str) -> list[int]:
@@ -113,8 +112,14 @@ def _hf_embeddings(src: Path, texts: tuple[str, ...], pooling: str) -> tuple[np.
 
 
 def encoder_parity(
-    src: Path, gguf_path: Path, pooling: str = "mean", texts: tuple[str, ...] = SAMPLE_TEXTS
-) -> dict[str, Any]:
+    src: Path,
+    gguf_path: Path,
+    quantize: str,
+    sizes: tuple[int, int],
+    details: dict[str, Any] | None = None,
+    pooling: str = "mean",
+    texts: tuple[str, ...] = SAMPLE_TEXTS,
+) -> ParityReport:
     """Compare pooled embeddings of the GGUF file (llama.cpp) with the HF torch encoder."""
     from llama_cpp import Llama
 
@@ -127,27 +132,16 @@ def encoder_parity(
     gg = np.array([llm.embed(text) for text in texts], dtype=np.float32)
     gg_s = time.perf_counter() - started
     del llm
-    cos = _cosine(hf, gg)
-    return {
-        "kind": "encoder",
-        "samples": len(texts),
-        "min_cosine": round(float(cos.min()), 5),
-        "mean_cosine": round(float(cos.mean()), 5),
-        "max_abs_err": round(float(np.max(np.abs(hf - gg))), 5),
-        "latency_ms_before": round(hf_s * 1000 / len(texts), 2),
-        "latency_ms_after": round(gg_s * 1000 / len(texts), 2),
-    }
-
-
-def thresholds_for(kind: str, quantize: str) -> dict[str, float]:
-    """The parity thresholds for an encoder or decoder at a quantization (K-quants get the defaults)."""
-    if kind == "encoder":
-        return dict(ENCODER_THRESHOLDS)
-    return dict(DECODER_THRESHOLDS_BY_QUANT.get(quantize, DECODER_THRESHOLDS))
-
-
-def check_thresholds(report: dict[str, Any], quantize: str = "q8_0") -> list[str]:
-    """Names of the metrics below their threshold (empty when parity holds)."""
-    thresholds = thresholds_for(str(report.get("kind")), quantize)
-    report["thresholds"] = thresholds
-    return [f"{key} {report[key]} < {limit}" for key, limit in thresholds.items() if float(report[key]) < limit]
+    outputs = compare_outputs(["embedding"], [hf], [gg], "feature-extraction")
+    return ParityReport.measure(
+        kind="encoder",
+        quantization=quantize,
+        task="feature-extraction",
+        outputs=outputs,
+        primary="embedding",
+        samples=len(texts),
+        sizes=sizes,
+        latency_ms=(hf_s * 1000 / len(texts), gg_s * 1000 / len(texts)),
+        measured_with="llama.cpp",
+        details={**(details or {}), "pooling": pooling, "min_cosine": outputs["embedding"]["min_cosine"]},
+    )

@@ -104,7 +104,7 @@ def load_tensorflow(path: Path, kind: str, opts: ConvertOptions) -> Source:
         raise ConversionError(f"{saved} has no serving_default signature", "export it with a serving signature")
     inputs = _specs(signature, opts)
     output_names = sorted(signature.structured_outputs)
-    reference = _keras_reference(keras_model, inputs) if keras_model is not None else None
+    reference = _keras_reference(keras_model, inputs, output_names) if keras_model is not None else None
     if reference is None:
         reference = _signature_reference(tf, signature, inputs, output_names)
     return Source(
@@ -129,10 +129,12 @@ def _signature_reference(tf: Any, signature: Any, inputs: list[InputSpec], names
     return run
 
 
-def _keras_reference(model: Any, inputs: list[InputSpec]) -> Any:
+def _keras_reference(model: Any, inputs: list[InputSpec], names: list[str]) -> Any:
     def run(feeds: Feeds) -> list[np.ndarray]:
         args = [feeds[s.name] for s in inputs]
         out = model(args[0] if len(args) == 1 else args, training=False)
+        if isinstance(out, dict):  # named outputs: the signature's (sorted) output order
+            return [np.asarray(out[n]) for n in names]
         outs = out if isinstance(out, list | tuple) else [out]
         return [np.asarray(o) for o in outs]
 

@@ -29,13 +29,21 @@ def torch_reference(model: Any, inputs: list[InputSpec]) -> Any:
     return run
 
 
-def _output_names(reference: Any, inputs: list[InputSpec]) -> list[str]:
+def _output_names(model: Any, inputs: list[InputSpec]) -> list[str]:
+    """A dict of tensors keeps its keys as output names; anything else is ``output`` / ``output_<i>``."""
+    import torch
+
     from converters.sources.base import generated_feeds
 
-    outs = reference(generated_feeds(inputs, 2, 2))
-    if not outs:
+    feeds = generated_feeds(inputs, 2, 2)
+    with torch.inference_mode():
+        out = model(*[torch.from_numpy(feeds[s.name]) for s in inputs])
+    tensors = [t for t in flatten_outputs(out) if hasattr(t, "detach")]
+    if not tensors:
         raise ConversionError("the model returned no tensors", "make forward() return a tensor or a tuple of tensors")
-    return ["output"] if len(outs) == 1 else [f"output_{i}" for i in range(len(outs))]
+    if isinstance(out, dict) and len(out) == len(tensors) and all(isinstance(k, str) for k in out):
+        return list(out)
+    return ["output"] if len(tensors) == 1 else [f"output_{i}" for i in range(len(tensors))]
 
 
 def _require_inputs(opts: ConvertOptions, what: str) -> list[InputSpec]:
@@ -47,7 +55,7 @@ def _require_inputs(opts: ConvertOptions, what: str) -> list[InputSpec]:
 def _make(kind: str, path: Path, model: Any, inputs: list[InputSpec], opts: ConvertOptions) -> Source:
     reference = torch_reference(model, inputs)
     try:
-        names = _output_names(reference, inputs)
+        names = _output_names(model, inputs)
     except ConversionError:
         raise
     except Exception as exc:

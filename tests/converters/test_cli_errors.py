@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from converters.cli import build_parser, main
@@ -116,12 +117,21 @@ def test_json_output_and_register(convert, torch_zoo, tmp_path):
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
     assert manifest.format == "onnx" and manifest.parity["mean_cosine"] >= 0.9999
+    # independently of the converter's own report: the registered folder, served, against torch
+    import torch
+
+    from tests.converters.checks import assert_close, served_outputs
+
+    x = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+    with torch.inference_mode():
+        expected = torch.jit.load(str(torch_zoo["mlp_ts"]))(torch.from_numpy(x)).numpy()
+    assert_close(expected, served_outputs(folder, {"x": x})["output"])
 
 
 def test_parity_failure_exits_3_and_is_not_registered(convert, torch_zoo, tmp_path, monkeypatch):
-    import converters.parity as parity
+    from edge_runner.core import parity
 
-    monkeypatch.setitem(parity.THRESHOLDS, "none", {"min_cosine": 1.01, "min_top1": 0.99})
+    monkeypatch.setitem(parity.THRESHOLDS, ("tensor", "none"), parity.Thresholds(1.01, 0.99))
     repo = tmp_path / "repo"
     result = convert(
         torch_zoo["mlp_ts"],
@@ -136,6 +146,7 @@ def test_parity_failure_exits_3_and_is_not_registered(convert, torch_zoo, tmp_pa
     )
     assert result.rc == 3 and "parity thresholds missed" in result.stderr
     assert result.manifest["parity"]["passed"] is False
+    assert result.manifest["parity"]["failures"] == [f"mean_cosine {result.parity['mean_cosine']:.6f} < 1.01"]
     assert not (repo / "drifty").exists()
     kept = convert(torch_zoo["mlp_ts"], "--to", "onnx", "--example-input", "x:float32:1x16", "--allow-drift")
     assert kept.rc == 0 and kept.parity["passed"] is False

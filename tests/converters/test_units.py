@@ -8,8 +8,16 @@ import pytest
 from converters.calibration import load_calibration
 from converters.errors import ConversionError
 from converters.options import InputSpec, parse_example_input
-from converters.parity import build_report, compare_outputs, mean_cosine, top1_agreement
 from converters.presets import PRESETS, get_preset, int8_flavour
+from edge_runner.core.parity import (
+    THRESHOLDS,
+    ParityReport,
+    Thresholds,
+    compare_outputs,
+    mean_cosine,
+    thresholds_for,
+    top1_agreement,
+)
 
 
 def test_parse_example_input():
@@ -29,15 +37,84 @@ def test_mean_cosine_and_top1():
     assert top1_agreement(np.zeros((2, 1)), np.zeros((2, 1))) is None
 
 
+def _report(outputs, quantization, sizes=(100, 50), kind="tensor", task="image-classification"):
+    return ParityReport.measure(
+        kind=kind,
+        quantization=quantization,
+        task=task,
+        outputs=outputs,
+        primary="logits",
+        samples=4,
+        sizes=sizes,
+        latency_ms=(2.0, 1.0),
+        measured_with="test",
+    )
+
+
 def test_report_thresholds_by_level():
     ref = [np.array([[1.0, 0.0, 0.2]] * 4, np.float32)]
     noisy = [ref[0] + np.array([[0.0, 0.05, 0.0]], np.float32)]
     outputs = compare_outputs(["logits"], ref, noisy, "image-classification")
-    strict = build_report(outputs, "logits", "none", "image-classification", 4, (100, 50), (2.0, 1.0))
-    assert strict["passed"] is False and "cosine" in strict["failures"][0]
-    loose = build_report(outputs, "logits", "int8-static", "image-classification", 4, (100, 25), (2.0, 1.0))
-    assert loose["passed"] is True
-    assert loose["size_bytes"]["ratio"] == 0.25 and loose["latency_ms"]["speedup"] == 2.0
+    strict = _report(outputs, "none")
+    assert strict.passed is False and "cosine" in strict.failures[0]
+    loose = _report(outputs, "int8-static", (100, 25))
+    assert loose.passed is True
+    data = loose.to_json()
+    assert data["size_bytes"]["ratio"] == 0.25 and data["latency_ms"]["speedup"] == 2.0
+    assert data["thresholds"] == {"min_cosine": 0.99, "min_top1": 0.9, "min_sample_cosine": None}
+
+
+def test_report_round_trips_through_json():
+    ref = [np.array([[1.0, 0.0, 0.2], [0.0, 1.0, 0.0]], np.float32)]
+    report = _report(compare_outputs(["logits"], ref, ref, "image-classification"), "none").with_details({"n": 1})
+    assert ParityReport.from_json(report.to_json()) == report
+    assert report.to_json()["passed"] is True and report.to_json()["top1_agreement"] == 1.0
+
+
+def test_one_threshold_table_for_every_kind():
+    assert thresholds_for("decoder", "q8_0") == Thresholds(0.99, 0.85)
+    assert thresholds_for("decoder", "q4_k_m") == THRESHOLDS[("decoder", "q8_0")]  # K-quants: the Q8_0 row
+    assert thresholds_for("encoder", "f16").min_sample_cosine == 0.99
+    assert thresholds_for("tensor", "int8-dynamic", "image-classification").min_top1 == 0.90
+    assert thresholds_for("tensor", "none", task="feature-extraction").min_top1 is None  # not a classifier
+    with pytest.raises(ValueError):
+        thresholds_for("vision", "none")
+
+
+def test_decoder_top1_and_encoder_worst_sample_are_enforced():
+    logits = np.eye(4, dtype=np.float32)
+    flipped = logits[[1, 0, 2, 3]]
+    decoder = _report(compare_outputs(["logits"], [logits], [flipped], "text-generation"), "q8_0", kind="decoder")
+    assert not decoder.passed and any(f.startswith("top1_agreement") for f in decoder.failures)
+    emb = np.ones((3, 4), np.float32)
+    bad = emb.copy()
+    bad[2] = [1.0, -1.0, 1.0, -1.0]
+    encoder = _report(compare_outputs(["logits"], [emb], [bad], "feature-extraction"), "q8_0", kind="encoder")
+    assert any(f.startswith("min_cosine") for f in encoder.failures)
+
+
+def test_earlier_manifests_still_read():
+    gguf = {
+        "kind": "decoder",
+        "positions": 101,
+        "top1_agreement": 0.96,
+        "mean_cosine": 0.9999,
+        "max_abs_err": 0.2,
+        "tokenizer_agreement": 1.0,
+        "latency_ms_before": 7.8,
+        "latency_ms_after": 1.7,
+        "size_bytes_before": 4000,
+        "size_bytes_after": 1000,
+        "thresholds": {"top1_agreement": 0.85, "mean_cosine": 0.99},
+        "passed": True,
+    }
+    report = ParityReport.from_json(gguf)
+    assert (report.samples, report.latency_artifact_ms, report.size_source_bytes) == (101, 1.7, 4000)
+    assert report.thresholds == Thresholds(0.99, 0.85) and report.details["tokenizer_agreement"] == 1.0
+    digits = {"heldout_accuracy": 0.97, "heldout_samples": 450}
+    old = ParityReport.from_json(digits)
+    assert old.samples == 450 and old.details["heldout_accuracy"] == 0.97
+    assert old.passed is False and old.mean_cosine is None  # never checked against thresholds
 
 
 def test_shape_mismatch_is_reported():

@@ -2,7 +2,8 @@
 
 Each artifact is run by the runtime that serves it (onnxruntime, OpenVINO, LiteRT) on the held-out
 split rebuilt from its manifest's ``extra.holdout``. Artifacts are rebuilt by
-``scripts/train_digits.py``.
+``scripts/train_digits.py``, which calls the converter pipeline: every manifest carries the shared
+parity report, measured on the held-out split, with the held-out accuracy in ``details``.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from edge_runner.backends.registry import default_backend_for_format
 from edge_runner.core.manifest import Manifest, read_manifest, verify_files
+from edge_runner.core.parity import ParityReport
 
 DEFAULTS = Path(__file__).resolve().parents[2] / "edge_runner" / "defaults"
 ARTIFACTS = {
@@ -104,21 +106,32 @@ def test_onnx_manifest_records_both_precisions() -> None:
     assert manifest.format == "onnx"
     assert manifest.backend == ""
     assert default_backend_for_format(manifest.format) == "onnxruntime"
-    parity = manifest.parity
-    assert parity["heldout_accuracy_fp32"] >= MIN_ACCURACY
-    assert parity["heldout_accuracy_int8"] == parity["heldout_accuracy"]
-    assert parity["top1_agreement_fp32_vs_int8"] >= MIN_TWIN_AGREEMENT
+    report = ParityReport.from_json(manifest.parity)
+    assert report.passed and report.kind == "tensor" and report.measured_with.startswith("onnxruntime")
+    assert report.details["heldout_accuracy_source"] >= MIN_ACCURACY  # the torch FP32 model
+    assert report.top1_agreement is not None and report.top1_agreement >= MIN_TWIN_AGREEMENT  # FP32 vs INT8
     assert manifest.source["dataset"] == "sklearn.datasets.load_digits"
+
+
+@pytest.mark.parametrize("name", list(ARTIFACTS))
+def test_every_default_has_a_passing_parity_report(name: str) -> None:
+    manifest = read_manifest(ARTIFACTS[name])
+    report = ParityReport.from_json(manifest.parity)
+    assert report.passed, report.failures
+    assert report.samples == report.details["heldout_samples"]
+    assert report.thresholds.min_top1 is not None  # a classifier: top-1 agreement was enforced
+    assert report.to_json() == manifest.parity  # written in the one documented format
 
 
 @pytest.mark.parametrize("name", list(ARTIFACTS))
 def test_heldout_accuracy_matches_manifest(name: str) -> None:
     logits, labels, manifest = predict(name)
     assert logits.shape == (len(labels), 10)
-    assert len(labels) == manifest.parity["heldout_samples"]
+    details = ParityReport.from_json(manifest.parity).details
+    assert len(labels) == details["heldout_samples"]
     measured = float(np.mean(logits.argmax(axis=1) == labels))
     assert measured >= MIN_ACCURACY
-    assert abs(measured - manifest.parity["heldout_accuracy"]) <= MAX_DRIFT_FROM_MANIFEST
+    assert abs(measured - details["heldout_accuracy"]) <= MAX_DRIFT_FROM_MANIFEST
 
 
 @pytest.mark.parametrize("twin", ["digits-openvino", "digits-tflite"])
