@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_models_parser(sub: Any) -> None:
-    models = sub.add_parser("models", help="model repository: list, inspect, add, rm, export, import")
+    models = sub.add_parser("models", help="model repository: list, inspect, add, rm, export, import, keygen")
     models.add_argument(
         "--model-repository",
         default=argparse.SUPPRESS,
@@ -153,13 +153,47 @@ def _add_models_parser(sub: Any) -> None:
     rm = actions.add_parser("rm", help="remove a model or one version")
     rm.add_argument("name")
     rm.add_argument("--version", type=int, default=None)
-    export = actions.add_parser("export", help="pack a model version into a .tar.gz bundle for offline copy")
+    export = actions.add_parser(
+        "export",
+        help="pack a model version into a .tar.gz bundle for offline copy, optionally signed",
+        description="Verify the version's checksums and write a bundle: manifest.json, an optional Ed25519 "
+        "signature of it (manifest.json.sig), then the files it lists. See docs/bundles.md.",
+    )
     export.add_argument("name")
     export.add_argument("--version", type=int, default=None)
-    export.add_argument("--out", type=Path, required=True, help="bundle file to write")
-    imp = actions.add_parser("import", help="unpack a bundle made by 'models export' into the repository")
+    export.add_argument("--out", type=Path, required=True, help="bundle file to write (appears only when complete)")
+    export.add_argument(
+        "--sign",
+        type=Path,
+        default=None,
+        metavar="KEYFILE",
+        help="sign with this Ed25519 private key (PEM or OpenSSH, from 'models keygen'; needs edge-runner[sign])",
+    )
+    imp = actions.add_parser(
+        "import",
+        help="check a bundle made by 'models export' and add it to the repository",
+        description="Stream the bundle into the repository, accepting only the files its manifest.json lists, "
+        "with matching sizes and sha256, up to the max_bundle_bytes setting; nothing becomes visible unless every "
+        "check passes. A signed bundle is checked against --verify, else the *.pub keys in the trust folder "
+        "(trust_dir setting); with require_signed_bundles, unsigned or untrusted bundles are refused.",
+    )
     imp.add_argument("bundle", type=Path)
     imp.add_argument("--name", default=None, help="register under another name")
+    imp.add_argument(
+        "--verify",
+        type=Path,
+        default=None,
+        metavar="PUBKEYFILE",
+        help="require a valid signature by this Ed25519 public key (the signer's .pub) instead of the trust folder",
+    )
+    keygen = actions.add_parser(
+        "keygen",
+        help="make an Ed25519 key pair for signing bundles: PREFIX.key (private, 0600) and PREFIX.pub",
+        description="Write PREFIX.key (PEM, keep it secret, pass it to 'models export --sign') and PREFIX.pub "
+        "(give it to importers: 'models import --verify PREFIX.pub' or copy it into their trust folder). "
+        "Never overwrites. Needs the cryptography package (pip install 'edge-runner[sign]').",
+    )
+    keygen.add_argument("--out", type=Path, required=True, metavar="PREFIX", help="path prefix of the two key files")
 
 
 def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Resolved, Profile]:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import tarfile
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,9 @@ import numpy as np
 from edge_runner.config.profiles import Profile
 from edge_runner.config.settings import Settings
 from edge_runner.core.errors import InvalidInput
-from edge_runner.core.manifest import read_manifest
 from edge_runner.core.paths import DEFAULTS_DIR
+from edge_runner.repository.bundles import export_bundle, import_bundle
+from edge_runner.repository.signing import generate_keypair
 from edge_runner.repository.store import ModelRepository
 
 
@@ -24,7 +24,7 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 
 
 def models(args: argparse.Namespace, settings: Settings) -> int:
-    """``models list|inspect|add|rm|export|import`` on the configured repository."""
+    """``models list|inspect|add|rm|export|import|keygen`` on the configured repository."""
     root = settings.repository_root()
     # The embedded defaults are visible (list, inspect, export) but read-only (rm only touches ``root``).
     repo = ModelRepository(root, extra_roots=[DEFAULTS_DIR])
@@ -56,24 +56,53 @@ def models(args: argparse.Namespace, settings: Settings) -> int:
         )
     elif args.action == "export":
         folder, manifest = repo.resolve(args.name, args.version)
-        with tarfile.open(args.out, "w:gz") as tar:
-            tar.add(folder, arcname=f"{manifest.name}-{manifest.version}")
-        _print({"bundle": str(args.out)}, args.json, f"wrote {args.out}")
+        signer = export_bundle(folder, manifest, args.out, args.sign)
+        _print(
+            {"bundle": str(args.out), "name": manifest.name, "version": manifest.version, "key_fingerprint": signer},
+            args.json,
+            f"wrote {args.out}" + (f", signed by key {signer}" if signer else " (unsigned)"),
+        )
     elif args.action == "import":
-        return _import_bundle(repo, args)
+        return _import_bundle(repo, args, settings)
+    elif args.action == "keygen":
+        key_path, pub_path, key_id = generate_keypair(args.out)
+        _print(
+            {"private_key": str(key_path), "public_key": str(pub_path), "key_fingerprint": key_id},
+            args.json,
+            f"wrote {key_path} (private, keep it secret) and {pub_path} (share it; importers put it in their "
+            f"trust folder, default {settings.trust_root()})\nfingerprint {key_id}",
+        )
     return 0
 
 
-def _import_bundle(repo: ModelRepository, args: argparse.Namespace) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
-        with tarfile.open(args.bundle, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")
-        tops = [p for p in Path(tmp).iterdir() if p.is_dir()]
-        if len(tops) != 1:
-            raise InvalidInput(f"{args.bundle} is not a bundle made by 'edge-runner models export'")
-        manifest = read_manifest(tops[0])
-        added = repo.add(tops[0], args.name or manifest.name)
-    _print(added.to_json(), args.json, f"imported {added.name} version {added.version}")
+def _import_bundle(repo: ModelRepository, args: argparse.Namespace, settings: Settings) -> int:
+    """Check and unpack a bundle (docs/bundles.md); a refusal raises a typed error and imports nothing."""
+    added = import_bundle(
+        repo,
+        args.bundle,
+        args.name,
+        verify_key=args.verify,
+        trust_dir=settings.trust_root(),
+        require_signed=settings.require_signed_bundles,
+        max_bytes=settings.max_bundle_bytes,
+    )
+    trust = added.source.get("bundle", {})
+    how = {
+        "verified": f"signature verified, key {trust.get('key_fingerprint')}",
+        "unverified": f"signed by key {trust.get('key_fingerprint')}, which is not trusted here: NOT verified",
+        "none": "unsigned",
+    }.get(trust.get("signature"), "unsigned")
+    if trust.get("signature") == "unverified":
+        print(
+            f"edge-runner: warning: {args.bundle} is signed by key {trust.get('key_fingerprint')}, which is not in "
+            f"the trust folder {settings.trust_root()}; its signature was not checked (pass --verify KEY.pub)",
+            file=sys.stderr,
+        )
+    _print(
+        {**added.to_json(), "signature": trust.get("signature", "none")},
+        args.json,
+        f"imported {added.name} version {added.version} ({how})",
+    )
     return 0
 
 

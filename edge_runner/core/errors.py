@@ -97,6 +97,30 @@ class ManifestError(ModelLoadError):
     code = "manifest_error"
 
 
+class SignatureError(IntegrityError):
+    """A bundle's signature does not verify: it was modified after signing, or signed by another key."""
+
+    code = "signature_invalid"
+
+
+class BundleError(InvalidInput):
+    """A model bundle is malformed, holds a member it may not, or unpacks to more than allowed."""
+
+    code = "invalid_bundle"
+
+
+class UntrustedBundle(EdgeRunnerError):
+    """A bundle is unsigned, or signed by a key nobody trusts, where a trusted signature is required."""
+
+    code = "untrusted_bundle"
+
+
+class SigningUnavailable(EdgeRunnerError):
+    """Signing or verifying bundles needs the optional ``cryptography`` package (the ``sign`` extra)."""
+
+    code = "signing_unavailable"
+
+
 class BackendUnavailable(ModelLoadError):
     """The runtime a model needs is not installed."""
 

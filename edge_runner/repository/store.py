@@ -1,18 +1,25 @@
 """The model repository: ``ROOT/<name>/<version>/{artifacts, manifest.json}``.
 
-Imports are atomic: files are copied into a hidden temp folder inside ROOT,
-fsynced, and renamed into place, so a crash or kill never leaves a half
-registered version. Names are validated so no request can reach outside ROOT.
+Imports are atomic: files are written into a hidden temp folder inside ROOT
+(``.tmp-*/version``), fsynced, and renamed into place, so a crash or kill never
+leaves a half registered version. The temp folder holds a lock file the
+importing process keeps locked, so ``cleanup_stale`` (run at every start, maybe
+by another replica on a shared volume) only removes imports whose process died.
+Names are validated so no request can reach outside ROOT.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
-from dataclasses import replace
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edge_runner.config.settings import to_version_policy
@@ -21,6 +28,10 @@ from edge_runner.core.manifest import MANIFEST_NAME, Manifest, file_entry, read_
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _TMP_PREFIX = ".tmp-"
+#: inside each ``.tmp-*`` folder; flock-ed by the importing process until the import ends
+LOCK_NAME = "import.lock"
+#: a temp folder younger than this is never cleaned (its lock may not be taken yet)
+STALE_AFTER_S = 60.0
 
 
 def validate_name(name: str) -> str:
@@ -54,18 +65,44 @@ def select_versions(available: list[int], policy: str) -> list[int]:
     raise InvalidInput(f"unknown version policy {policy!r}; use latest, latest:N, all or specific:1,2")
 
 
-def _fsync_tree(folder: Path) -> None:
-    for path in sorted(folder.rglob("*"), reverse=True):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    fd = os.open(folder, os.O_RDONLY)
+@dataclass(frozen=True)
+class StagedVersion:
+    """A version folder being filled by an import; it becomes ``ROOT/name/version`` on commit."""
+
+    folder: Path
+    name: str
+    version: int
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        _fsync_path(path)
+    _fsync_path(folder)
+
+
+def _try_lock(lock_path: Path) -> int | None:
+    """An fd holding an exclusive lock on ``lock_path``; None when another process holds it.
+
+    A missing lock file counts as free (a trash folder of ``remove`` or an import killed before locking).
+    """
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except FileNotFoundError:
+        return os.open(os.devnull, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
 
 
 class ModelRepository:
@@ -122,10 +159,21 @@ class ModelRepository:
 
     def add(self, src: Path, name: str, version: int | None = None) -> Manifest:
         """Import an ONNX file or a folder with manifest.json as ``name`` (next version by default)."""
-        validate_name(name)
         src = Path(src)
         if not src.exists():
             raise InvalidInput(f"{src} does not exist")
+        with self.staging(name, version) as staged:
+            return self._stage(src, staged.folder, staged.name, staged.version)
+
+    @contextlib.contextmanager
+    def staging(self, name: str, version: int | None = None) -> Iterator[StagedVersion]:
+        """Yield an empty, locked temp version folder on ROOT's filesystem; commit it atomically on success.
+
+        The caller writes the artifacts and manifest.json into ``staged.folder``. When the block ends normally
+        the folder is fsynced and renamed to ``ROOT/name/version``; when it raises, the folder is removed.
+        The lock on ``.tmp-*/import.lock`` is held throughout, so ``cleanup_stale`` elsewhere leaves it alone.
+        """
+        validate_name(name)
         self.root.mkdir(parents=True, exist_ok=True)
         model_dir = self.root / name
         existing = self.versions(name) if model_dir.is_dir() else []
@@ -133,15 +181,32 @@ class ModelRepository:
         if target_version in existing:
             raise InvalidInput(f"model {name!r} already has version {target_version}; pick another --version")
         tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=self.root))
+        lock_fd = os.open(tmp / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            manifest = self._stage(src, tmp, name, target_version)
-            _fsync_tree(tmp)
-            model_dir.mkdir(exist_ok=True)
-            os.rename(tmp, model_dir / str(target_version))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            folder = tmp / "version"
+            folder.mkdir()
+            yield StagedVersion(folder, name, target_version)
+            _fsync_tree(folder)
+            self._commit(folder, model_dir, target_version)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # on success only the lock file is left
+            os.close(lock_fd)
+
+    def _commit(self, folder: Path, model_dir: Path, version: int) -> None:
+        model_dir.mkdir(exist_ok=True)
+        try:
+            os.rename(folder, model_dir / str(version))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                model_dir.rmdir()  # only if empty: never leave a visible model without versions
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                raise InvalidInput(
+                    f"model {model_dir.name!r} got version {version} from another import meanwhile; run it again"
+                ) from None
             raise
-        return manifest
+        _fsync_path(model_dir)
+        _fsync_path(self.root)
 
     def _stage(self, src: Path, tmp: Path, name: str, version: int) -> Manifest:
         if src.is_file():
@@ -192,14 +257,33 @@ class ModelRepository:
         if version is not None and not any(model_dir.iterdir()):
             model_dir.rmdir()
 
-    def cleanup_stale(self) -> list[Path]:
-        """Delete temp folders a crashed import left behind; returns what was removed."""
+    def cleanup_stale(self, min_age_s: float = STALE_AFTER_S) -> list[Path]:
+        """Delete temp folders of imports whose process died; returns what was removed.
+
+        A folder is removed only when it is older than ``min_age_s`` and its lock can be taken: an import
+        still running in another process (another replica on a shared volume) keeps its lock and its folder.
+        """
         if not self.root.is_dir():
             return []
-        stale = [p for p in self.root.iterdir() if p.name.startswith(_TMP_PREFIX)]
-        for path in stale:
-            shutil.rmtree(path, ignore_errors=True)
-        return stale
+        removed = []
+        now = time.time()
+        for path in sorted(self.root.iterdir()):
+            if not path.name.startswith(_TMP_PREFIX) or not path.is_dir():
+                continue
+            try:
+                if now - path.stat().st_mtime < min_age_s:
+                    continue
+            except FileNotFoundError:
+                continue  # committed or cleaned by someone else meanwhile
+            fd = _try_lock(path / LOCK_NAME)
+            if fd is None:
+                continue
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            finally:
+                os.close(fd)
+            removed.append(path)
+        return removed
 
 
 def _external_data_files(model_path: Path) -> list[str]:

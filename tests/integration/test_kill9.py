@@ -1,8 +1,9 @@
 """kill -9 at random moments never leaves a half-visible or corrupt model in the repository.
 
-Each run starts ``models add`` of a ~24 MB model into a repository that already holds one good version, kills
-it with SIGKILL after a random delay, then checks the repository as a fresh process sees it: every visible
-model has versions, every visible version's files match their manifest, and a later add still works.
+Each run starts ``models add`` (or ``models import`` of a bundle) of a ~24 MB model into a repository that
+already holds one good version, kills it with SIGKILL after a random delay, then checks the repository as a
+fresh process sees it: every visible model has versions, every visible version's files match their manifest,
+and a later add or import still works.
 """
 
 from __future__ import annotations
@@ -69,3 +70,28 @@ def test_kill_9_during_models_add(tmp_path: Path) -> None:
     assert after.returncode == 0, after.stderr
     done = subprocess.run([*cli, "add", str(source), "--name", "big"], env=env, capture_output=True, timeout=120)
     assert done.returncode == 0 and _check(repo_root) == []
+
+
+@pytest.mark.slow
+def test_kill_9_during_models_import(tmp_path: Path) -> None:
+    """The same for ``models import`` of an offline bundle (streamed into the repository's locked temp folder)."""
+    source = _big_model(tmp_path)
+    env = free_env(tmp_path)
+    repo_root = Path(env["EDGE_RUNNER_MODEL_REPOSITORY"])
+    cli = [sys.executable, "-m", "edge_runner", "models"]
+    subprocess.run([*cli, "add", str(source), "--name", "big"], env=env, check=True, capture_output=True)
+    bundle = tmp_path / "big.tar.gz"
+    subprocess.run([*cli, "export", "big", "--out", str(bundle)], env=env, check=True, capture_output=True)
+    rng = random.Random(4321)
+    outcomes = []
+    for run in range(RUNS):
+        cmd = [*cli, "import", str(bundle), "--name", f"copy{run % 3}"]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        outcomes.append(proc.wait(30))
+        assert _check(repo_root) == [], outcomes
+    assert -signal.SIGKILL in outcomes
+    done = subprocess.run([*cli, "import", str(bundle), "--name", "final"], env=env, capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert _check(repo_root) == [] and (repo_root / "final" / "1" / "manifest.json").is_file()
