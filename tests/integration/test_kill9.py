@@ -95,3 +95,57 @@ def test_kill_9_during_models_import(tmp_path: Path) -> None:
     done = subprocess.run([*cli, "import", str(bundle), "--name", "final"], env=env, capture_output=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert _check(repo_root) == [] and (repo_root / "final" / "1" / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_server_during_start_up_loads(tmp_path: Path) -> None:
+    """The server writes only its caches (ORT optimized graphs, by temp file and rename): killed at any moment
+    of start-up, the next start serves the same answers from a repository and cache that still verify."""
+    import json
+    import urllib.request
+
+    from edge_runner.core.paths import DEFAULTS_DIR
+
+    env = free_env(tmp_path)
+    repo_root = Path(env["EDGE_RUNNER_MODEL_REPOSITORY"])
+    cli = [sys.executable, "-m", "edge_runner"]
+    subprocess.run([*cli, "models", "add", str(DEFAULTS_DIR / "digits" / "1"), "--name", "d"], env=env, check=True)
+    rng = random.Random(99)
+    for _ in range(RUNS):
+        proc = subprocess.Popen(
+            [*cli, "serve", "--port", "0", "--no-load-defaults"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(rng.uniform(0.2, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert _check(repo_root) == []
+    ready = tmp_path / "port"
+    proc = subprocess.Popen([*cli, "serve", "--port", "0", "--no-load-defaults", "--ready-file", str(ready)], env=env)
+    try:
+        body = json.dumps(
+            {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.25] * 64}]}
+        ).encode()
+        deadline, answer = time.monotonic() + 60, None
+        while answer is None and time.monotonic() < deadline:
+            try:
+                url = f"http://127.0.0.1:{ready.read_text()}/v2/models/d/infer"
+                with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=5) as resp:
+                    answer = json.loads(resp.read())["outputs"][0]["data"]
+            except (OSError, ValueError):
+                time.sleep(0.2)
+        assert answer is not None
+        import numpy as np
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(DEFAULTS_DIR / "digits" / "1" / "model.onnx"))
+        expected = session.run(None, {"input": np.full((1, 1, 8, 8), 0.25, np.float32)})[0].ravel()
+        np.testing.assert_allclose(np.array(answer), expected, rtol=1e-4, atol=1e-5)
+        caches = list(Path(env["EDGE_RUNNER_CACHE_DIR"]).rglob("*.onnx"))
+        leftovers = list(Path(env["EDGE_RUNNER_CACHE_DIR"]).rglob("*.tmp"))
+        assert caches and all(p.stat().st_size > 0 for p in caches), (caches, leftovers)
+    finally:
+        proc.terminate()
+        proc.wait(30)
