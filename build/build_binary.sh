@@ -10,7 +10,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install --disable-pip-version-check -q --upgrade pip
 fi
-pkgs="falcon==4.4.0 waitress==3.0.2 numpy==2.4.6 psutil==7.2.2 prometheus-client==0.26.0 pyinstaller==6.22.3"
+# cryptography: signed bundles (models keygen, export --sign, import --verify) work from the binary too
+pkgs="falcon==4.4.0 waitress==3.0.2 numpy==2.4.6 psutil==7.2.2 prometheus-client==0.26.0 cryptography==50.0.2 pyinstaller==6.22.3"
 case ",$BACKENDS," in *,onnxruntime,*) pkgs="$pkgs onnxruntime==1.32.0";; esac
 case ",$BACKENDS," in *,openvino,*) pkgs="$pkgs openvino==2026.4.1";; esac
 case ",$BACKENDS," in *,tflite,*) pkgs="$pkgs ai-edge-litert==2.3.0";; esac

@@ -53,5 +53,16 @@ def test_binary_cli_verbs_work_without_python(binary: Path, tmp_path: Path) -> N
     )
     assert listed.returncode == 0
     assert json.loads(listed.stdout) == [{"name": "digits", "versions": [1], "source": "embedded"}]
+    # signed bundles from the binary: keygen, export --sign, import --verify (cryptography is frozen in)
+    models = [str(binary), "models", "--model-repository", str(tmp_path)]
+    keys = subprocess.run([*models, "keygen", "--out", str(tmp_path / "k")], capture_output=True, text=True)
+    assert keys.returncode == 0, keys.stderr
+    bundle = tmp_path / "digits.tar.gz"
+    export = [*models, "export", "digits", "--out", str(bundle), "--sign", str(tmp_path / "k.key")]
+    assert subprocess.run(export, capture_output=True, text=True, timeout=60).returncode == 0
+    verify = [*models, "import", str(bundle), "--name", "copy", "--verify", str(tmp_path / "k.pub")]
+    imported = subprocess.run(verify, capture_output=True, text=True, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+    assert (tmp_path / "copy" / "1" / "manifest.json").is_file()
     convert = subprocess.run([str(binary), "convert", "x", "--to", "onnx"], capture_output=True, text=True, timeout=60)
     assert convert.returncode == 2 and "not part of this binary" in convert.stderr
