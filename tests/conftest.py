@@ -96,6 +96,8 @@ def free_env(tmp: Path) -> dict[str, str]:
             "EDGE_RUNNER_MODEL_REPOSITORY": str(tmp / "repo"),
             "EDGE_RUNNER_CACHE_DIR": str(tmp / "cache"),
             "PYTHONUNBUFFERED": "1",
+            # a native crash (segfault in a runtime) leaves every thread's Python stack in the server log
+            "PYTHONFAULTHANDLER": "1",
         }
     )
     return env

@@ -8,6 +8,10 @@ from typing import Any
 from edge_runner.core.errors import MalformedRequest
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (Python's json module would accept it)")
+
+
 def json_object(body: bytes, empty_ok: bool = True) -> dict[str, Any]:
     """Parse a JSON object; an empty body is ``{}`` when ``empty_ok``."""
     if not body.strip():
@@ -15,7 +19,7 @@ def json_object(body: bytes, empty_ok: bool = True) -> dict[str, Any]:
             return {}
         raise MalformedRequest("the request body is empty; send a JSON object")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except RecursionError:
         raise MalformedRequest("request body nests arrays or objects too deeply") from None
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, integers past Python's digit limit

@@ -30,14 +30,26 @@ class InferRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+#: one BYTES element (a string, an encoded image): larger ones are refused before any copy
+MAX_BYTES_ELEMENT = 16 * 2**20
+
+
+def _too_long(name: str, length: int) -> InvalidInput:
+    return InvalidInput(f"input {name!r}: a BYTES element of {length} bytes; at most {MAX_BYTES_ELEMENT} per element")
+
+
 def _deserialize_bytes(buf: bytes, count: int, name: str) -> np.ndarray:
     items: list[bytes] = []
     offset = 0
     while offset < len(buf):
+        if len(items) == count:  # stop at once: millions of empty elements would cost ~50 bytes each
+            raise InvalidInput(f"input {name!r}: more BYTES elements in binary data than shape's {count}")
         if offset + 4 > len(buf):
             raise InvalidInput(f"input {name!r}: truncated BYTES element length prefix")
         (length,) = struct.unpack_from("<I", buf, offset)
         offset += 4
+        if length > MAX_BYTES_ELEMENT:
+            raise _too_long(name, length)
         if offset + length > len(buf):
             raise InvalidInput(f"input {name!r}: BYTES element of {length} bytes runs past the data")
         items.append(buf[offset : offset + length])
@@ -97,6 +109,9 @@ def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str)
             if not all(isinstance(v, str) for v in flat):  # bytes(4_000_000_000) would allocate 4 GB
                 raise InvalidInput(f"input {name!r}: BYTES data in JSON must be strings")
             array = np.array([v.encode("utf-8") for v in flat], dtype=np.object_)
+            longest = max((len(v) for v in array), default=0)
+            if longest > MAX_BYTES_ELEMENT:
+                raise _too_long(name, longest)
         elif datatype == "BF16":
             array = _bf16_from_floats(np.asarray(data, dtype=np.float32).reshape(-1))
         elif datatype == "BOOL":
@@ -111,7 +126,10 @@ def _from_json_data(data: Any, datatype: str, shape: tuple[int, ...], name: str)
                 raise InvalidInput(f"input {name!r}: {datatype} data must be numbers, got {array.dtype.name}")
             if array.size and target.kind in "iu" and array.dtype.kind in "iuf":
                 _check_integers(array, target, datatype, name)
-            array = array.astype(target)
+            with np.errstate(over="ignore"):  # checked just below
+                array = array.astype(target)
+            if array.dtype.kind == "f" and not np.isfinite(array).all():  # 1e999 parses as inf
+                raise InvalidInput(f"input {name!r}: a number overflows {datatype} (JSON numbers must be finite)")
     except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInput(f"input {name!r}: data does not fit datatype {datatype}: {exc}") from None
     if array.size != count:
@@ -237,7 +255,15 @@ def encode_response(
     response: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": outputs}
     if request.id is not None:
         response["id"] = request.id
-    header = json.dumps(response, separators=(",", ":")).encode("utf-8")
+    try:
+        header = json.dumps(response, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError:  # NaN and Infinity are not JSON: a client parser would choke on them
+        numeric = [o for o in outputs if "data" in o and o["datatype"] != "BYTES"]
+        bad = [o["name"] for o in numeric if not np.isfinite(np.asarray(o["data"], float)).all()]
+        raise InvalidInput(
+            f"output {bad} holds NaN or infinite values, which JSON cannot carry; ask for it with "
+            '"parameters": {"binary_data": true} to get the raw values'
+        ) from None
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)

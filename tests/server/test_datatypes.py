@@ -112,6 +112,39 @@ def test_every_datatype_binary_roundtrip(identity_client: testing.TestClient) ->
     assert offset == len(resp.content)
 
 
+def test_nan_outputs_are_refused_in_json_and_served_in_binary(identity_client: testing.TestClient) -> None:
+    """Real ONNX Runtime returns NaN / inf as given: JSON cannot carry them (Python would write a bare
+    ``NaN`` that client parsers reject), so the JSON answer is a 422 that names the binary extension, and
+    the binary answer carries them bit for bit."""
+    odd = np.array([[np.nan, np.inf, -np.inf, 1.0]], np.float32)
+    entries, blobs = [], []
+    for name in ONNX_TYPES:
+        array = odd if name == "FP32" else _values(name)
+        blob = serialize_bytes(array) if name == "BYTES" else array.tobytes()
+        entries.append(
+            {"name": f"in_{name}", "shape": [1, 4], "datatype": name, "parameters": {"binary_data_size": len(blob)}}
+        )
+        blobs.append(blob)
+    for binary_out in (False, True):
+        header = json.dumps({"inputs": entries, "parameters": {"binary_data_output": binary_out}}).encode()
+        resp = identity_client.simulate_post(
+            "/v2/models/ident/infer", body=header + b"".join(blobs), headers={HEADER_LENGTH: str(len(header))}
+        )
+        if not binary_out:
+            assert resp.status_code == 422, resp.text
+            assert "['out_FP32'] holds NaN or infinite values" in resp.json["error"], resp.text
+            continue
+        assert resp.status_code == 200, resp.text
+        json_len = int(resp.headers[HEADER_LENGTH.lower()])
+        offset = json_len
+        for out in json.loads(resp.content[:json_len])["outputs"]:
+            size = out["parameters"]["binary_data_size"]
+            if out["name"] == "out_FP32":
+                got = np.frombuffer(resp.content[offset : offset + size], np.float32)
+                assert np.isnan(got[0]) and got[1:].tolist() == [np.inf, -np.inf, 1.0]
+            offset += size
+
+
 def test_bf16_codec_roundtrip() -> None:
     body = json.dumps(
         {

@@ -102,6 +102,12 @@ def test_openai_requests_are_counted_in_stats(client: testing.TestClient, manage
     assert (stats["success"]["count"], stats["fail"]["count"]) == (2, 1)
 
 
+def _digits_data(number: bytes) -> bytes:
+    """A digits request whose first pixel is ``number`` as written."""
+    data = b",".join([number] + [b"0"] * 63)
+    return b'{"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [' + data + b"]}]}"
+
+
 @pytest.mark.parametrize(
     ("path", "raw", "status", "message"),
     [
@@ -121,13 +127,36 @@ def test_openai_requests_are_counted_in_stats(client: testing.TestClient, manage
         ("/v1/chat/completions", b'{"model": "tiny-llm:\xc2\xb2", "messages": []}', 404, "tags are 'latest'"),
         ("/v1/chat/completions", b'{"model": "../etc", "messages": []}', 400, "invalid model name"),
         ("/v1/embeddings", b'{"model": "digits", "input": [' + b'"a",' * 2048 + b'"a"]}', 400, "at most 2048"),
+        ("/v1/chat/completions", b'{"model": "tiny-llm", "temperature": NaN, "messages": []}', 400, "NaN is not JSON"),
+        ("/v2/models/digits/infer", _digits_data(b"1e999"), 422, "a number overflows FP32"),
+        ("/v2/models/digits/infer", _digits_data(b"1e39"), 422, "a number overflows FP32"),
+        (
+            "/v2/models/digits/infer",
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP16", "data": [70000]}]}',
+            422,
+            "a number overflows FP16",
+        ),
+        (
+            "/v2/models/digits/infer",
+            b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["'
+            + b"a" * (16 * 2**20 + 1)
+            + b'"]}]}',
+            422,
+            "at most 16777216 per element",
+        ),
     ],
-    ids=["nested-100k", "5000-digit-int", "bytes-from-int", "non-ascii-tag", "path-in-model", "2049-inputs"],
+    ids=[
+        *("nested-100k", "5000-digit-int", "bytes-from-int", "non-ascii-tag", "path-in-model", "2049-inputs"),
+        *("nan-literal", "1e999", "fp32-overflow", "fp16-overflow", "bytes-element-cap"),
+    ],
 )
 def test_issue_12_inputs_that_used_to_answer_500(
-    client: testing.TestClient, path: str, raw: bytes, status: int, message: str
+    make_manager: Callable[..., ModelManager], path: str, raw: bytes, status: int, message: str
 ) -> None:
-    resp = client.simulate_post(path, body=raw, headers={"Content-Type": "application/json"})
+    manager = make_manager(max_body_bytes=64 * 2**20)
+    manager.load("digits")
+    client = testing.TestClient(create_app(manager, manager.settings))
+    resp = client.simulate_post(path, body=raw, headers={"Content-Type": "application/json", **LOCAL})
     assert resp.status_code == status, resp.text
     error = resp.json["error"]
     assert message in (error["message"] if isinstance(error, dict) else error)
@@ -142,3 +171,30 @@ def test_embedding_inputs_are_bounded_before_any_work(make_manager: Callable[...
     many = {"model": "digits", "input": ["b" * 30_000] * 40}
     resp = client.simulate_post("/v1/embeddings", json=many, headers=LOCAL)
     assert resp.status_code == 400 and "totals more than" in resp.json["error"]["message"]
+
+
+def test_subnormal_temperature_with_json_mode_does_not_abort_the_server(
+    start_server: Callable[..., Any],
+) -> None:
+    """Found by schemathesis: temperature 1.4e-45 made the softmax NaN, the draw picked a token the JSON
+    grammar forbids and llama.cpp aborted the whole process. Now such temperatures draw greedily."""
+    pytest.importorskip("llama_cpp")
+    import urllib.request
+
+    server = start_server("--models", "tiny-llm", "--max-seq-len", "32")
+    body = {
+        "model": "tiny-llm",
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 1.4e-45,
+        "response_format": {"type": "json_object"},
+        "max_tokens": 24,
+    }
+    for _ in range(3):
+        request = urllib.request.Request(
+            server.url + "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as resp:
+            answer = json.loads(resp.read())
+        text = answer["choices"][0]["message"]["content"]
+        assert text.startswith("{"), text  # the grammar still holds: an object (cut at max_tokens)
+    assert server.proc.poll() is None, server.log_path.read_text()[-3000:]

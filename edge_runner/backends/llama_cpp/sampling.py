@@ -18,6 +18,10 @@ string ::= "\"" ( [^"\\\x7F\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} 
 number ::= "-"? ( [0] | [1-9] [0-9]{0,15} ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9] [0-9]{0,15} )?
 ws     ::= [ ]?
 """
+#: below this the draw is greedy: logits divided by a subnormal temperature (1e-45) overflow to inf, the
+#: softmax turns into NaN, the draw can pick a token the JSON grammar forbids, and llama.cpp aborts the
+#: process ("Unexpected empty grammar stack"); at 0.001 the draw is greedy in all but name anyway
+MIN_TEMPERATURE = 1e-3
 
 
 class Sampler:
@@ -32,7 +36,7 @@ class Sampler:
             if not grammar:
                 raise RuntimeError("llama.cpp rejected the JSON grammar")
             lib.llama_sampler_chain_add(self.chain, grammar)
-        if params.temperature <= 0.0:
+        if params.temperature < MIN_TEMPERATURE:
             lib.llama_sampler_chain_add(self.chain, lib.llama_sampler_init_greedy())
         else:
             seed = params.seed if params.seed is not None else random.getrandbits(32)
