@@ -16,6 +16,13 @@ class SamplingParams:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     json_mode: bool = False
+    #: with ``json_mode``: the JSON Schema (as JSON text) the answer must follow, enforced by a grammar
+    json_schema: str | None = None
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off
+    repeat_penalty: float = 1.0  # 1: off (llama.cpp / Ollama semantics, over the last 64 tokens)
+    presence_penalty: float = 0.0  # OpenAI semantics
+    frequency_penalty: float = 0.0
     #: keep generating past end-of-generation tokens (benchmarks only)
     ignore_eos: bool = False
 

@@ -14,6 +14,8 @@ from edge_runner.protocol.openai import (
     MAX_EMBEDDING_CHARS,
     MAX_EMBEDDING_INPUTS,
     MAX_STOP_STRINGS,
+    MAX_TOP_K,
+    PENALTY_BOUNDS,
 )
 
 Schema = dict[str, Any]
@@ -230,7 +232,20 @@ def sampling(max_tokens: int) -> dict[str, Schema]:
         "stop": {"anyOf": [STRING, array(STRING, maxItems=MAX_STOP_STRINGS)]},
         "stream": BOOLEAN,
         "stream_options": obj({"include_usage": BOOLEAN}),
-        "response_format": obj({"type": {"enum": ["text", "json_object", "json_schema"]}}, ("type",)),
+        "response_format": {
+            "anyOf": [
+                obj({"type": {"enum": ["text", "json_object"]}}, ("type",)),
+                obj(
+                    {
+                        "type": {"const": "json_schema"},
+                        "json_schema": obj({"name": STRING, "schema": {"type": "object"}, "strict": BOOLEAN}),
+                    },
+                    ("type", "json_schema"),
+                ),
+            ]
+        },
+        "top_k": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_K},
+        **{key: {"type": "number", "minimum": low, "maximum": high} for key, low, high in PENALTY_BOUNDS},
         "ignore_eos": BOOLEAN,
     }
 

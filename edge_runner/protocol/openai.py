@@ -8,9 +8,10 @@ the offending field named); shaping turns ``GenerationChunk``s into the ``chat.c
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +26,16 @@ MAX_EMBEDDING_INPUTS = 2048
 #: texts are padded to the longest in a batch: one long text must not make every row long (memory = rows x longest)
 MAX_EMBEDDING_CHARS = 32_768
 MAX_EMBEDDING_TOTAL_CHARS = 1_000_000
+#: a response schema turns into a grammar before any work: keep that bounded
+MAX_SCHEMA_CHARS = 32_768
+MAX_TOP_K = 1000
+#: (field, low, high) of the sampling knobs beyond temperature/top_p
+PENALTY_BOUNDS = (
+    ("min_p", 0.0, 1.0),
+    ("repeat_penalty", 0.0, 2.0),
+    ("presence_penalty", -2.0, 2.0),
+    ("frequency_penalty", -2.0, 2.0),
+)
 
 
 def _content(message: dict[str, Any]) -> str:
@@ -56,12 +67,12 @@ def normalize_messages(messages: Sequence[Any]) -> list[dict[str, str]]:
     return out
 
 
-def _number(body: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+def _number(body: dict[str, Any], key: str, default: float, low: float, high: float, where: str = "") -> float:
     value = body.get(key)
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise MalformedRequest(f"'{key}' must be a number between {low} and {high}")
+        raise MalformedRequest(f"'{where}{key}' must be a number between {low} and {high}")
     return float(value)
 
 
@@ -85,14 +96,48 @@ def _stop(body: dict[str, Any]) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def _json_mode(body: dict[str, Any]) -> bool:
+def _json_mode(body: dict[str, Any]) -> tuple[bool, str | None]:
+    """``response_format``: text, any JSON object, or a JSON Schema the answer must follow (``strict`` or
+    not, the grammar enforces it)."""
     fmt = body.get("response_format")
     if fmt is None:
-        return False
+        return False, None
     kind = fmt.get("type") if isinstance(fmt, dict) else None
     if kind not in ("text", "json_object", "json_schema"):
         raise MalformedRequest("'response_format.type' must be 'text', 'json_object' or 'json_schema'")
-    return bool(kind != "text")
+    if kind != "json_schema":
+        return kind == "json_object", None
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
+        raise MalformedRequest('\'response_format.json_schema\' must be {"name": ..., "schema": {...}}')
+    return True, schema_text(spec.get("schema"), "response_format.json_schema.schema")
+
+
+def schema_text(schema: Any, where: str) -> str | None:
+    """A JSON Schema object as canonical JSON text (None for an empty or absent one: any JSON object)."""
+    if schema is None or schema == {}:
+        return None
+    if not isinstance(schema, dict):
+        raise MalformedRequest(f"'{where}' must be a JSON Schema object")
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    if len(text) > MAX_SCHEMA_CHARS:
+        raise MalformedRequest(f"'{where}' is {len(text)} characters of JSON; at most {MAX_SCHEMA_CHARS}")
+    return text
+
+
+def sampler_extras(values: Mapping[str, Any], where: str = "") -> dict[str, Any]:
+    """``top_k``, ``min_p``, ``repeat_penalty``, ``presence_penalty``, ``frequency_penalty`` (the names
+    OpenAI, Ollama and llama.cpp's server share), checked; absent ones keep SamplingParams' defaults."""
+    out: dict[str, Any] = {}
+    if values.get("top_k") is not None:
+        top_k = json_int(values["top_k"])
+        if top_k is None or not 0 <= top_k <= MAX_TOP_K:
+            raise MalformedRequest(f"'{where}top_k' must be an integer between 0 (off) and {MAX_TOP_K}")
+        out["top_k"] = top_k
+    for key, low, high in PENALTY_BOUNDS:
+        if values.get(key) is not None:
+            out[key] = _number(dict(values), key, 0.0, low, high, where)
+    return out
 
 
 def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams:
@@ -104,14 +149,17 @@ def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams
         seed = json_int(seed)
         if seed is None:
             raise MalformedRequest("'seed' must be an integer")
+    json_mode, json_schema = _json_mode(body)
     return SamplingParams(
         max_tokens=_max_tokens(body, max(1, max_new_tokens)),
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=_number(body, "top_p", 1.0, 0.0, 1.0),
         seed=seed,
         stop=_stop(body),
-        json_mode=_json_mode(body),
+        json_mode=json_mode,
+        json_schema=json_schema,
         ignore_eos=bool(body.get("ignore_eos", False)),
+        **sampler_extras(body),
     )
 
 

@@ -6,6 +6,7 @@ converter into the test's repository, so chat, completions and embeddings all go
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,57 @@ def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
     assert after["active"] == 0
     context = 2048  # --max-seq-len default: an uncancelled stream would run to the end of the context
     assert after["generated_tokens"] - before < context - 10
+
+
+def test_strict_json_schema_answer_validates(client: openai.OpenAI) -> None:
+    """``response_format: json_schema`` is enforced by a grammar made from the schema: the random tiny model
+    can only write documents the schema admits; checked here with jsonschema_rs, not by us."""
+    import jsonschema_rs
+
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}, "n": {"enum": [1, 2, 3]}, "tag": {"type": "string", "maxLength": 4}},
+        "required": ["ok", "n", "tag"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+    for temperature in (0.0, 1.0):
+        answer = client.chat.completions.create(
+            model="tiny-llm", messages=CHAT, max_tokens=64, temperature=temperature, seed=3, response_format=fmt
+        )  # type: ignore[call-overload]
+        choice = answer.choices[0]
+        assert choice.finish_reason == "stop", choice  # the object closed; only end-of-text could follow
+        jsonschema_rs.validate(schema, json.loads(choice.message.content or ""))
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.chat.completions.create(
+            model="tiny-llm",
+            messages=CHAT,
+            max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "nonsense"}}},
+        )  # type: ignore[call-overload]
+    assert "json_schema" in str(bad.value)
+    minimum = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}
+    with pytest.raises(openai.BadRequestError, match=r"schema.properties.n.minimum, which the grammar cannot enforce"):
+        client.chat.completions.create(
+            model="tiny-llm",
+            messages=CHAT,
+            max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": minimum}},
+        )  # type: ignore[call-overload]
+
+
+def test_top_k_min_p_and_penalties(client: openai.OpenAI) -> None:
+    """The extra samplers change what is drawn (same seed, same prompt) and are bounded."""
+    base = {"model": "tiny-llm", "messages": CHAT, "max_tokens": 24, "temperature": 1.5, "seed": 11}
+    plain = client.chat.completions.create(**base).choices[0].message.content  # type: ignore[call-overload]
+    greedy = client.chat.completions.create(**{**base, "temperature": 0}).choices[0].message.content  # type: ignore[call-overload]
+    top1 = client.chat.completions.create(**base, extra_body={"top_k": 1}).choices[0].message.content  # type: ignore[call-overload]
+    assert top1 == greedy != plain  # top_k 1 at any temperature is the greedy answer
+    penalised = client.chat.completions.create(
+        **{**base, "temperature": 0}, frequency_penalty=2.0, presence_penalty=2.0
+    )  # type: ignore[call-overload]
+    assert penalised.choices[0].message.content != greedy
+    min_p = client.chat.completions.create(**base, extra_body={"min_p": 1.0}).choices[0].message.content  # type: ignore[call-overload]
+    assert min_p == greedy  # min_p 1 keeps only the most likely token
+    with pytest.raises(openai.BadRequestError, match="top_k"):
+        client.chat.completions.create(**base, extra_body={"top_k": -1})  # type: ignore[call-overload]

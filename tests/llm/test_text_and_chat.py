@@ -115,3 +115,37 @@ def test_embeddings_base64_round_trip() -> None:
     assert decoded.tolist() == [3.0, 4.0, 5.0]
     with pytest.raises(MalformedRequest):
         proto.embedding_texts({"input": []})
+
+
+def test_json_schema_keywords_the_grammar_cannot_enforce_are_named() -> None:
+    from edge_runner.backends.llama_cpp.sampling import unenforced_keywords
+
+    schema = {
+        "type": "object",
+        "title": "fine",
+        "properties": {
+            "a": {"type": "string", "maxLength": 10**9},
+            "b": {"type": "string", "pattern": "x{5000}"},
+            "c": {"type": "integer", "minimum": 1},
+            "d": {"type": "string", "pattern": "^[a-z]{1,5}$", "maxLength": 8},
+        },
+        "anyOf": [{"not": {}}],
+    }
+    assert unenforced_keywords(schema) == [
+        "schema.anyOf[0].not",
+        "schema.properties.a.maxLength (over 1024)",
+        "schema.properties.b.pattern (over 1024)",
+        "schema.properties.c.minimum",
+    ]
+
+
+def test_sampler_extras_are_bounded() -> None:
+    body = {"messages": [{"role": "user", "content": "x"}], "top_k": 40, "min_p": 0.05, "frequency_penalty": -1}
+    params = proto.chat_request(body, 10).params
+    assert (params.top_k, params.min_p, params.frequency_penalty, params.repeat_penalty) == (40, 0.05, -1.0, 1.0)
+    for bad in ({"top_k": -1}, {"top_k": 1.5}, {"min_p": 2}, {"presence_penalty": 3}, {"repeat_penalty": True}):
+        with pytest.raises(MalformedRequest, match=next(iter(bad))):
+            proto.chat_request({**body, **bad}, 10)
+    fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object", "required": ["a"]}}}
+    params = proto.chat_request({**body, "response_format": fmt}, 10).params
+    assert params.json_mode and params.json_schema == '{"required":["a"],"type":"object"}'

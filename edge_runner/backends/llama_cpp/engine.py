@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_runner.backends.llama_cpp.native import Batch, NativeModel
-from edge_runner.backends.llama_cpp.sampling import Sampler
+from edge_runner.backends.llama_cpp.sampling import GrammarDeadEnd, Sampler
 from edge_runner.backends.llama_cpp.stream import Sequence, Stream
 from edge_runner.backends.llama_cpp.text import TextAssembler, common_prefix_len
 from edge_runner.core.errors import EdgeRunnerError, InferenceError, InvalidInput, Overloaded
@@ -248,7 +248,12 @@ class LlmEngine:
         for slot, index in wants:
             seq = slot.seq
             if seq is not None and seq.sampler is not None:
-                self._on_token(slot, seq, seq.sampler.sample(self.native.ctx, index))
+                try:
+                    token = seq.sampler.sample(self.native.ctx, index)
+                except GrammarDeadEnd as exc:  # the schema cannot be met: an error, never a crash
+                    self._end(slot, error=exc)
+                    continue
+                self._on_token(slot, seq, token)
 
     def _on_token(self, slot: Slot, seq: Sequence, token: int) -> None:
         seq.completion_tokens += 1

@@ -30,6 +30,7 @@ from edge_runner.backends.base import (
     Tensors,
 )
 from edge_runner.backends.llama_cpp.gguf_header import kv_bytes_per_token, read_header
+from edge_runner.backends.llama_cpp.sampling import grammar_text
 from edge_runner.core.errors import InvalidInput, ModelLoadError, ModelNotReady, UnsupportedOperation
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams
 from edge_runner.core.manifest import Manifest, TensorSpec
@@ -320,6 +321,7 @@ class LlamaCppBackend(Backend):
             raise UnsupportedOperation(f"model {self.manifest.name!r} is an embedding model; use /v1/embeddings")
         if not isinstance(request, GenerationRequest):
             raise InvalidInput("generate() expects an edge_runner.core.generation.GenerationRequest")
+        grammar_text(request.params)  # a schema the grammar converter cannot express is a 400 before any work
         stream: Iterator[GenerationChunk] = self.engine.submit(self.prompt_tokens(request), request.params)
         return stream
 
