@@ -341,6 +341,12 @@ MODEL_CARD = obj(
         "owned_by": STRING,
         "version": INTEGER,
         "capabilities": obj({"generate": BOOLEAN, "embed": BOOLEAN}),
+        "loaded": BOOLEAN,
+        "context_length": INTEGER,
+        "size_bytes": INTEGER,
+        "format": STRING,
+        "quantization": STRING,
+        "task": STRING,
     },
     ("id", "object", "created", "owned_by"),
 )

@@ -18,8 +18,10 @@ from typing import Any
 
 import falcon
 
+from edge_runner.backends.text_encoder import EMBEDDING_TASKS
 from edge_runner.core.errors import MalformedRequest, ModelNotFound
 from edge_runner.core.generation import GenerationRequest
+from edge_runner.core.manifest import Manifest
 from edge_runner.protocol import openai as proto
 from edge_runner.protocol.json_body import json_object
 from edge_runner.repository.store import validate_name
@@ -133,24 +135,47 @@ class EmbeddingsResource(_Base):
 
 def _model_card(entry: LoadedModel) -> dict[str, Any]:
     caps = entry.metadata.capabilities
-    card: dict[str, Any] = {"id": entry.name, "object": "model", "created": int(entry.loaded_at)}
-    card["owned_by"] = "edge-runner"
+    card = _manifest_card(entry.name, entry.manifest)
+    card.update(created=int(entry.loaded_at), loaded=True, version=entry.version)
     card["capabilities"] = {"generate": caps.generate, "embed": caps.embed}
-    card["version"] = entry.version
     if caps.generate:
+        card["context_length"] = entry.backend.context_length()
         card["engine"] = entry.backend.runtime_stats()
     return card
 
 
+#: tasks whose models answer /v1/chat/completions once loaded (embedding tasks: the text encoder's)
+GENERATION_TASKS = ("text-generation",)
+
+
+def _manifest_card(name: str, manifest: Manifest | None) -> dict[str, Any]:
+    """What the manifest says without loading: version, size, format, task, trained context length."""
+    card: dict[str, Any] = {"id": name, "object": "model", "created": 0, "owned_by": "edge-runner", "loaded": False}
+    if manifest is None:
+        return card
+    card["created"] = int(manifest.extra.get("created", 0) or 0)
+    card["version"] = manifest.version
+    card["size_bytes"] = sum(f.size for f in manifest.files)
+    card["format"] = manifest.format
+    card["quantization"] = manifest.quantization
+    card["task"] = manifest.task
+    card["capabilities"] = {"generate": manifest.task in GENERATION_TASKS, "embed": manifest.task in EMBEDDING_TASKS}
+    if isinstance(manifest.extra.get("context_length"), int):
+        card["context_length"] = manifest.extra["context_length"]
+    return card
+
+
 class ModelsResource(_Base):
-    """``GET /v1/models``: every loaded model."""
+    """``GET /v1/models``: every servable model (its newest loaded version, else the newest on disk)."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        seen, data = set(), []
-        for entry in sorted(self.service.loaded(), key=lambda e: (e.name, -e.version)):
-            if entry.name not in seen:
-                seen.add(entry.name)
-                data.append(_model_card(entry))
+        loaded: dict[str, LoadedModel] = {}
+        for entry in sorted(self.service.loaded(), key=lambda e: (e.name, e.version)):
+            loaded[entry.name] = entry  # the newest loaded version wins
+        data = []
+        for name in self.service.model_names():
+            newest = loaded.get(name)
+            data.append(_model_card(newest) if newest else _manifest_card(name, self.service.describe(name)))
         resp.media = {"object": "list", "data": data}
 
 

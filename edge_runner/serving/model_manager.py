@@ -69,6 +69,16 @@ class ModelManager:
         """Every servable model name (external ones replace the repository)."""
         return sorted(self.external) if self.external else self.repository.list_models()
 
+    def describe(self, name: str) -> Manifest | None:
+        """The manifest of the version ``name`` resolves to, read without loading anything; None for a
+        model served from an external path (its manifest is only made when it loads) or a broken one."""
+        if name in self.external:
+            return None
+        try:
+            return self.repository.resolve(name, None)[1]
+        except EdgeRunnerError:
+            return None
+
     def _versions(self, name: str) -> list[int]:
         if self.external:
             if name not in self.external:

@@ -22,6 +22,7 @@ from edge_runner.backends.base import Tensors
 from edge_runner.config.settings import Settings
 from edge_runner.core.errors import RequestCancelled, RequestTimeout
 from edge_runner.core.generation import GenerationChunk, GenerationRequest
+from edge_runner.core.manifest import Manifest
 from edge_runner.serving.loaded_model import LoadedModel
 from edge_runner.serving.metrics import Metrics
 
@@ -110,6 +111,8 @@ class ModelService(Protocol):
     budget: int
 
     def model_names(self) -> list[str]: ...
+
+    def describe(self, name: str) -> Manifest | None: ...
 
     def get(self, name: str, version: int | None = None) -> LoadedModel: ...
 

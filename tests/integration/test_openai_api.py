@@ -49,8 +49,15 @@ def client(server: ServerProcess) -> openai.OpenAI:
 
 
 def test_models_list(client: openai.OpenAI) -> None:
-    ids = {m.id for m in client.models.list()}
-    assert {"tiny-llm", "minilm"} <= ids
+    """Every servable model, loaded or not, with what the manifest says (size, context length)."""
+    cards = {m.id: m.to_dict() for m in client.models.list()}
+    assert {"tiny-llm", "minilm", "digits"} <= set(cards)
+    tiny = Path(__file__).parents[2] / "edge_runner" / "defaults" / "tiny-llm" / "1" / "model.gguf"
+    assert cards["tiny-llm"]["loaded"] and cards["tiny-llm"]["size_bytes"] == tiny.stat().st_size
+    assert cards["tiny-llm"]["capabilities"] == {"generate": True, "embed": False}
+    assert 0 < cards["tiny-llm"]["context_length"] <= 2048
+    assert not cards["digits"]["loaded"] and cards["digits"]["format"] == "onnx"  # listed without loading
+    assert cards["digits"]["capabilities"] == {"generate": False, "embed": False}
     assert client.models.retrieve("tiny-llm").id == "tiny-llm"
 
 
