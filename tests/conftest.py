@@ -119,6 +119,8 @@ class ServerProcess:
             cwd=tmp,
         )
         self.url = ""
+        key = env.get("EDGE_RUNNER_API_KEY")
+        self.auth = {"Authorization": f"Bearer {key}"} if key else {}
 
     def wait_ready(self, timeout_s: float = 120.0) -> str:
         """Poll until /v2/health/ready answers 200; raise with the log on timeout or exit."""
@@ -129,7 +131,8 @@ class ServerProcess:
             if self.ready_file.exists() and self.ready_file.read_text():
                 self.url = f"http://127.0.0.1:{self.ready_file.read_text()}"
                 try:
-                    with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as resp:
+                    ready = urllib.request.Request(self.url + "/v2/health/ready", headers=self.auth)
+                    with urllib.request.urlopen(ready, timeout=2) as resp:
                         if resp.status == 200:
                             return self.url
                 except OSError:

@@ -19,7 +19,7 @@ from edge_runner.server.anthropic_routes import anthropic_routes
 from edge_runner.server.ollama_routes import ollama_routes
 from edge_runner.server.openai_routes import openai_routes
 from edge_runner.server.openapi import OpenApiResource
-from edge_runner.server.ops import AdmissionMiddleware, MetricsResource, PsResource
+from edge_runner.server.ops import AdmissionMiddleware, MetricsResource
 from edge_runner.server.routes import Route
 from edge_runner.server.security import BrowserGuard
 from edge_runner.serving.service import ModelService
@@ -28,7 +28,8 @@ OPEN_PATHS = {"/v2/health/live"}
 
 
 class AuthMiddleware:
-    """Bearer-token check on every route but liveness."""
+    """API key check on every route but liveness: ``Authorization: Bearer KEY``, or ``x-api-key: KEY`` as the
+    Anthropic client sends it."""
 
     def __init__(self, api_key: str) -> None:
         self.api_key = api_key
@@ -37,9 +38,9 @@ class AuthMiddleware:
         if not self.api_key or req.path in OPEN_PATHS:
             return
         header = req.get_header("Authorization") or ""
-        token = header[7:] if header.startswith("Bearer ") else ""
+        token = header[7:] if header.startswith("Bearer ") else req.get_header("x-api-key") or ""
         if not hmac.compare_digest(token.encode(), self.api_key.encode()):
-            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>'")
+            raise Unauthorized("missing or wrong API key: send 'Authorization: Bearer <key>' (or 'x-api-key: <key>')")
 
 
 def build_routes(service: ModelService, settings: Settings, state: dict[str, bool]) -> list[Route]:
@@ -78,9 +79,6 @@ def all_routes(
 ) -> list[Route]:
     """Every route the app serves: KServe v2, operations and OpenAI (``/openapi.json`` is added on top)."""
     routes = build_routes(service, settings, state)
-    routes.append(
-        Route("/api/ps", PsResource(service), "Loaded models: memory, device, idle time, keep-alive", "operations")
-    )
     if service.metrics is not None and settings.enable_metrics:
         service.metrics.attach_state(service.ps_rows, lambda: admission.in_flight)
         routes.append(Route("/metrics", MetricsResource(service.metrics), "Prometheus metrics", "operations"))

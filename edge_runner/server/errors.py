@@ -8,6 +8,7 @@ from typing import Any
 import falcon
 
 from edge_runner.core import errors as e
+from edge_runner.protocol.anthropic import error_body as anthropic_error_body
 
 log = logging.getLogger("edge_runner.server")
 
@@ -51,8 +52,27 @@ def _set_error(resp: falcon.Response, status: int, body: dict[str, Any], retry: 
         resp.set_header("Retry-After", str(retry))
 
 
+def _wants_anthropic(req: falcon.Request) -> bool:
+    path = str(req.path)
+    return path == "/v1/messages" or path.startswith("/v1/messages/")
+
+
 def _wants_openai(req: falcon.Request) -> bool:
-    return str(req.path).startswith("/v1/")
+    return str(req.path).startswith("/v1/") and not _wants_anthropic(req)
+
+
+def _client_status(req: falcon.Request, status: int) -> int:
+    """OpenAI, Anthropic and Ollama clients expect 400 for every invalid request (422 is v2's)."""
+    return 400 if status == 422 and str(req.path).startswith(("/v1/", "/api/")) else status
+
+
+def _error_body(req: falcon.Request, exc: e.EdgeRunnerError, status: int) -> dict[str, Any]:
+    """The error object in the protocol of the path (v2 and Ollama both read ``{"error": message}``)."""
+    if _wants_anthropic(req):
+        return anthropic_error_body(status, exc.message)
+    if _wants_openai(req):
+        return openai_error_body(exc, status)
+    return {"error": exc.message}
 
 
 def openai_error_body(exc: e.EdgeRunnerError, status: int) -> dict[str, Any]:
@@ -64,15 +84,13 @@ def openai_error_body(exc: e.EdgeRunnerError, status: int) -> dict[str, Any]:
 
 
 def handle_domain_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
-    """Map an EdgeRunnerError to its status; OpenAI routes get the OpenAI error shape."""
+    """Map an EdgeRunnerError to its status; OpenAI and Anthropic routes get their own error shapes."""
     assert isinstance(exc, e.EdgeRunnerError)
     status, retry = status_for(exc)
-    if status == 422 and _wants_openai(req):
-        status = 400  # OpenAI clients expect 400 for every invalid request
+    status = _client_status(req, status)
     if status >= 500:
         log.warning("%s %s -> %d: %s", req.method, req.path, status, exc.message)
-    body = openai_error_body(exc, status) if _wants_openai(req) else {"error": exc.message}
-    _set_error(resp, status, body, retry)
+    _set_error(resp, status, _error_body(req, exc, status), retry)
 
 
 def handle_http_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict[str, Any]) -> None:
@@ -81,7 +99,9 @@ def handle_http_error(req: falcon.Request, resp: falcon.Response, exc: Exception
     message = exc.description or exc.title or "error"
     status = int(exc.status_code)
     body: dict[str, Any]
-    if _wants_openai(req):
+    if _wants_anthropic(req):
+        body = anthropic_error_body(status, message)
+    elif _wants_openai(req):
         body = {"error": {"message": message, "type": "invalid_request_error", "code": str(status), "param": None}}
     else:
         body = {"error": message}
@@ -96,8 +116,7 @@ def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception
     """Anything else: log the traceback here, never send it to the client."""
     log.exception("unhandled error on %s %s", req.method, req.path)
     err = e.EdgeRunnerError(f"internal error ({type(exc).__name__}); see the server log")
-    body = openai_error_body(err, 500) if _wants_openai(req) else {"error": err.message}
-    _set_error(resp, 500, body, None)
+    _set_error(resp, 500, _error_body(req, err, 500), None)
 
 
 def install(app: falcon.App[falcon.Request, falcon.Response]) -> None:

@@ -17,9 +17,12 @@ from typing import Any
 import falcon
 
 from edge_runner import __version__
+from edge_runner.protocol import compat_schemas as cs
 from edge_runner.protocol import json_schemas as js
 from edge_runner.protocol.kserve_codec import HEADER_LENGTH
+from edge_runner.server import anthropic_routes as anthropic
 from edge_runner.server import kserve, ops
+from edge_runner.server import ollama_routes as ollama
 from edge_runner.server import openai_routes as oai
 from edge_runner.server.routes import Route
 from edge_runner.serving.service import ModelService
@@ -27,6 +30,7 @@ from edge_runner.serving.service import ModelService
 JSON = "application/json"
 OCTETS = "application/octet-stream"
 SSE = "text/event-stream"
+NDJSON = ollama.NDJSON
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Operation:
     body_required: bool = False
     model_work: bool = False  # reaches a backend: 500 (runtime failure) and 504 (deadline) are possible
     binary: bool = False  # the binary tensor extension: octet-stream bodies both ways
-    streams: bool = False  # ``stream: true`` answers server-sent events
+    streams: bool = False  # ``stream: true`` answers server-sent events (Ollama routes: NDJSON unless false)
     serves: str = ""  # the capability its ``model`` must have: "tensors", "generate", "embed" ("" any)
 
 
@@ -66,18 +70,36 @@ OPERATIONS: dict[type, Operation] = {
         "Completion", "CompletionRequest", True, model_work=True, streams=True, serves="generate"
     ),
     oai.EmbeddingsResource: Operation("Embeddings", "EmbeddingsRequest", True, model_work=True, serves="embed"),
+    ollama.VersionResource: Operation("OllamaVersion"),
+    ollama.TagsResource: Operation("OllamaTags"),
+    ollama.ShowResource: Operation("OllamaShow", "OllamaModelRequest", True, model_work=True),
+    ollama.ChatResource: Operation(
+        "OllamaGeneration", "OllamaChatRequest", True, model_work=True, streams=True, serves="generate"
+    ),
+    ollama.GenerateResource: Operation(
+        "OllamaGeneration", "OllamaGenerateRequest", True, model_work=True, streams=True, serves="generate"
+    ),
+    ollama.EmbedResource: Operation("OllamaEmbed", "OllamaEmbedRequest", True, model_work=True, serves="embed"),
+    ollama.EmbeddingsResource: Operation(
+        "OllamaEmbedding", "OllamaEmbeddingsRequest", True, model_work=True, serves="embed"
+    ),
+    ollama.PullResource: Operation("OllamaStatus", "OllamaModelRequest", True, streams=True),
+    anthropic.MessagesResource: Operation(
+        "AnthropicMessage", "AnthropicMessagesRequest", True, model_work=True, streams=True, serves="generate"
+    ),
 }
 GENERIC = Operation("Any")
 
 STATUS_TEXT = {
     400: "Malformed request: bad JSON, a missing or mistyped field, a bad model name",
-    401: "Missing or wrong API key (Authorization: Bearer <key>)",
+    401: "Missing or wrong API key (Authorization: Bearer <key>, or x-api-key: <key>)",
     403: "Refused: a foreign web origin, or a non-loopback Host on a loopback-bound server",
     404: "No such model, version or route",
     413: "Request body over --max-body-bytes",
     415: "Request body of a content type other than JSON or octet-stream",
     422: "Valid JSON, invalid tensors: datatype, shape, size or input names",
     429: "Too many requests in flight or queued; retry after Retry-After seconds",
+    501: "Not built: pulling a model that is not here from a registry",
     500: "The runtime failed to load or run the model (details in the server log)",
     503: "Not ready: starting, draining, model not loaded, or over the memory budget",
     504: "Past the request deadline (--request-timeout-ms)",
@@ -96,13 +118,24 @@ def _statuses(path: str, method: str, op: Operation) -> list[int]:
         codes.add(503)
     if "{" in path or op.request:
         codes |= {400, 404}
-        if not path.startswith("/v1/"):
-            codes.add(422)  # /v1 answers 400 for every invalid request, as OpenAI does
+        if not path.startswith(("/v1/", "/api/")):
+            codes.add(422)  # /v1 and /api answer 400 for every invalid request, as OpenAI and Ollama do
     if method == "post":
         codes |= {400, 413, 415}
     if op.model_work:
         codes |= {500, 503, 504}
+    if path == "/api/pull":
+        codes.add(501)
     return sorted(codes)
+
+
+def _error_schema(path: str) -> js.Schema:
+    """Each protocol's own error body (what its official client reads)."""
+    if path.startswith("/v1/messages"):
+        return js.ref("AnthropicError")
+    if path.startswith("/v1/"):
+        return js.ref("OpenAIError")
+    return js.ref("OllamaError" if path.startswith("/api/") else "V2Error")
 
 
 def _responses(path: str, method: str, op: Operation) -> dict[str, Any]:
@@ -112,14 +145,16 @@ def _responses(path: str, method: str, op: Operation) -> dict[str, Any]:
         ok = {JSON: {"schema": js.ref(op.ok) if op.ok != "Any" else {}}}
     if op.binary:
         ok[OCTETS] = {"schema": {"type": "string", "contentMediaType": OCTETS}}
-    if op.streams:
+    if op.streams and path.startswith("/api/"):
+        ok[NDJSON] = {"schema": js.ref("OllamaNdjson")}  # Ollama's default: one JSON object per line
+    elif op.streams:
         ok[SSE] = {"schema": js.ref("ServerSentEvent")}  # OpenAPI 3.1: ``schema`` describes each event
     success: dict[str, Any] = {"description": "OK", "content": ok}
     if op.binary:
         header = {"description": "length of the JSON header before the binary tensors", "schema": js.INTEGER}
         success["headers"] = {HEADER_LENGTH: header}
     responses: dict[str, Any] = {"200": success}
-    error = js.ref("OpenAIError" if path.startswith("/v1/") else "V2Error")
+    error = _error_schema(path)
     for code in _statuses(path, method, op):
         schema = js.ref("Ready") if path == "/v2/health/ready" and code == 503 else error
         entry: dict[str, Any] = {"description": STATUS_TEXT[code], "content": {JSON: {"schema": schema}}}
@@ -193,11 +228,18 @@ def _dynamic_schemas(service: ModelService, names: list[str]) -> dict[str, js.Sc
         outputs += [spec.name for spec in entry.metadata.outputs]
     max_tokens = max(1, int(service.settings.max_seq_len))
     generators = _serving(service, names, "generate")
+    embedders = _serving(service, names, "embed")
     return {
         "InferRequest": js.infer_request(model_inputs, outputs),
         "ChatRequest": js.chat_request(generators, max_tokens),
         "CompletionRequest": js.completion_request(generators, max_tokens),
-        "EmbeddingsRequest": js.embeddings_request(_serving(service, names, "embed")),
+        "EmbeddingsRequest": js.embeddings_request(embedders),
+        "OllamaChatRequest": cs.ollama_chat_request(generators, max_tokens),
+        "OllamaGenerateRequest": cs.ollama_generate_request(generators, max_tokens),
+        "OllamaEmbedRequest": cs.ollama_embed_request(embedders),
+        "OllamaEmbeddingsRequest": cs.ollama_embeddings_request(embedders),
+        "OllamaModelRequest": cs.ollama_model_request(names),
+        "AnthropicMessagesRequest": cs.anthropic_messages_request(generators, max_tokens),
         "Any": {},
     }
 
@@ -214,7 +256,7 @@ def build_document(routes: list[Route], service: ModelService) -> dict[str, Any]
             for method in ("get", "post")
             if hasattr(route.resource, f"on_{method}")
         }
-    schemas = {**js.COMPONENTS, **_dynamic_schemas(service, names)}
+    schemas = {**js.COMPONENTS, **cs.COMPONENTS, **_dynamic_schemas(service, names)}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "edge-runner", "version": __version__},
@@ -222,8 +264,11 @@ def build_document(routes: list[Route], service: ModelService) -> dict[str, Any]
         "components": {"schemas": schemas},
     }
     if service.settings.api_key:
-        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        document["security"] = [{"bearer": []}]
+        document["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "x-api-key"},
+        }
+        document["security"] = [{"bearer": []}, {"apiKey": []}]
     return document
 
 

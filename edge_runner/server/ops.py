@@ -8,7 +8,9 @@ from typing import Any
 
 import falcon
 
-from edge_runner.core.errors import ModelNotReady, Overloaded
+from edge_runner.core.errors import EdgeRunnerError, ModelNotReady, Overloaded
+from edge_runner.protocol import ollama_listing
+from edge_runner.serving.loaded_model import LoadedModel
 from edge_runner.serving.metrics import CONTENT_TYPE, Metrics
 from edge_runner.serving.service import ModelService
 
@@ -106,17 +108,41 @@ class MetricsResource:
 
 
 class PsResource:
-    """Loaded models with memory, device, idle time, keep-alive and latency percentiles."""
+    """``GET /api/ps`` (registered by the Ollama route table; ``edge-runner ps`` reads it too).
+
+    Each model is edge-runner's own row (name, version, backend, device, memory, idle time, keep-alive,
+    latency) with Ollama's fields added (model, size, size_vram, digest, details, expires_at,
+    context_length); the top level adds the process RSS, the memory budget and the requests in flight.
+    """
 
     def __init__(self, service: ModelService) -> None:
         self.service = service
 
+    @staticmethod
+    def _context_length(entry: LoadedModel) -> int:
+        if not entry.metadata.capabilities.generate:
+            return 0  # encoders and tensor models have no generation context
+        try:
+            return entry.backend.context_length()
+        except EdgeRunnerError:  # unloaded since the listing
+            return 0
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         from edge_runner.serving.memory import fmt_mb, process_rss
 
+        loaded = {(e.name, e.version): e for e in self.service.loaded()}
+        models = []
+        for row in self.service.ps_rows():
+            entry = loaded.get((row["name"], row["version"]))
+            if entry is None:  # unloaded between the two calls
+                continue
+            models.append(ollama_listing.ps_model(row, entry.manifest, entry.keep_alive_s, self._context_length(entry)))
+        rss = process_rss()
         resp.media = {
-            "models": self.service.ps_rows(),
-            "process_rss_bytes": process_rss(),
+            "models": models,
+            "rss_bytes": rss,
+            "process_rss_bytes": rss,
             "memory_budget_bytes": self.service.budget,
-            "summary": f"process RSS {fmt_mb(process_rss())}",
+            "in_flight": sum(e.in_flight() for e in loaded.values()),
+            "summary": f"process RSS {fmt_mb(rss)}",
         }

@@ -86,5 +86,5 @@ class BrowserGuard:
             if req.method == "OPTIONS":  # CORS preflight of an allowed page
                 resp.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
                 wanted = req.get_header("Access-Control-Request-Headers")
-                resp.set_header("Access-Control-Allow-Headers", wanted or "Content-Type, Authorization")
+                resp.set_header("Access-Control-Allow-Headers", wanted or "Content-Type, Authorization, x-api-key")
                 resp.set_header("Access-Control-Max-Age", "600")

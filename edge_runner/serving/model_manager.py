@@ -69,13 +69,13 @@ class ModelManager:
         """Every servable model name (external ones replace the repository)."""
         return sorted(self.external) if self.external else self.repository.list_models()
 
-    def describe(self, name: str) -> Manifest | None:
-        """The manifest of the version ``name`` resolves to, read without loading anything; None for a
+    def describe(self, name: str, version: int | None = None) -> Manifest | None:
+        """The manifest of ``version`` (default: the newest), read without loading anything; None for a
         model served from an external path (its manifest is only made when it loads) or a broken one."""
         if name in self.external:
             return None
         try:
-            return self.repository.resolve(name, None)[1]
+            return self.repository.resolve(name, version)[1]
         except EdgeRunnerError:
             return None
 

@@ -3,7 +3,8 @@
 Positive and negative cases of every operation (≥ 10,000 requests in all) must never get a 5xx, every
 response must match the document (status, content type, headers, body schema), and the server must
 still answer afterwards. Load/unload calls may unload a model (``keep_alive: 0``); each is followed by
-reloading every model, so the next case does not get the documented 503 of an unloaded model.
+reloading every model, so the next case does not get the documented 503 of an unloaded model; so is every
+Ollama case, whose ``keep_alive`` may unload the model too.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ def test_schemathesis_finds_no_server_errors(start_server: Callable[..., ServerP
     started = time.monotonic()
 
     def call_for(operation: Any) -> Callable[[Any], None]:
-        restores = operation.path.startswith("/v2/repository/models/")
+        # repository load/unload, and Ollama routes (keep_alive 0 or "1ms" unloads the model)
+        restores = operation.path.startswith(("/v2/repository/models/", "/api/"))
 
         def call(case: Any) -> None:
             try:
