@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
         opts = options_from_args(args)
         stdout = sys.stderr if opts.json else sys.stdout
         with contextlib.redirect_stdout(stdout):
-            result = _run(opts)
+            result = run_conversion(opts)
     except ConversionError as exc:
         return _fail(exc.exit_code, exc.one_line(), args.json)
     except ParityError as exc:
@@ -215,7 +215,8 @@ def main(argv: list[str]) -> int:
     return EXIT_OK
 
 
-def _run(opts: ConvertOptions) -> dict[str, Any]:
+def run_conversion(opts: ConvertOptions) -> dict[str, Any]:
+    """One conversion as `edge-runner convert` runs it (GGUF handoff or the pipeline), progress on stderr."""
     from converters.progress import Progress
 
     gguf_only = {"f16", "f32", "q4_0", "q4_k_m", "q5_k_m", "q6_k"}

@@ -167,11 +167,28 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
     return outcome["exit_code"]
 
 
+def _prepare_external(manager: ModelManager, settings: Settings) -> list[str]:
+    """Replace each external source that needs conversion with its (cached) conversion; returns failures."""
+    from edge_runner.cli.prepare import servable_path
+
+    failures = []
+    for name, path in list(manager.external.items()):
+        try:
+            manager.external[name] = servable_path(path, name, settings, manager.profile)
+        except EdgeRunnerError as exc:
+            failures.append(f"{name}: {exc.message}")
+            log.error("not serving %s: %s", name, exc.message)
+    return failures
+
+
 def _load_then_ready(
     manager: ModelManager, settings: Settings, state: dict[str, bool], outcome: dict[str, int]
 ) -> None:
-    """Load the start-up models, then mark the server ready (or stop it when its one model cannot load)."""
-    failures = load_startup_models(manager, settings.models, state)
+    """Convert a ``--model-path`` source on first use, load the start-up models, then mark the server ready
+    (or stop it when its one model cannot load)."""
+    failures = _prepare_external(manager, settings)
+    if not failures:
+        failures = load_startup_models(manager, settings.models, state)
     if state.get("draining"):
         return
     if settings.model_path and failures:
