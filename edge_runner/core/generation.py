@@ -18,6 +18,8 @@ class SamplingParams:
     json_mode: bool = False
     #: with ``json_mode``: the JSON Schema (as JSON text) the answer must follow, enforced by a grammar
     json_schema: str | None = None
+    #: drop schema keywords the grammar cannot enforce instead of refusing the request (tool parameters)
+    lenient_schema: bool = False
     top_k: int = 0  # 0: off
     min_p: float = 0.0  # 0: off
     repeat_penalty: float = 1.0  # 1: off (llama.cpp / Ollama semantics, over the last 64 tokens)

@@ -200,10 +200,15 @@ OPENAI_ERROR = obj(
     ("error",),
 )
 TEXT_PART = obj({"type": {"const": "text"}, "text": STRING}, ("type", "text"))
+TOOL_CALL = obj({"id": STRING, "type": STRING, "function": obj({"name": STRING, "arguments": STRING})})
 CHAT_MESSAGE = obj(
     {
         "role": {"type": "string", "examples": ["system", "user", "assistant"]},
         "content": {"anyOf": [STRING, array(TEXT_PART), {"type": "null"}]},
+        "tool_calls": array(
+            obj({"id": STRING, "type": STRING, "function": obj({"name": STRING, "arguments": STRING})})
+        ),
+        "tool_call_id": STRING,
     },
     ("role",),
 )
@@ -250,9 +255,29 @@ def sampling(max_tokens: int) -> dict[str, Schema]:
     }
 
 
+FUNCTION = obj(
+    {
+        "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+        "description": STRING,
+        "parameters": {"type": "object"},
+    },
+    ("name",),
+)
+TOOLS: dict[str, Schema] = {
+    "tools": array(obj({"type": {"const": "function"}, "function": FUNCTION}, ("type", "function")), maxItems=64),
+    "tool_choice": {
+        "anyOf": [
+            {"enum": ["none", "auto", "required"]},
+            obj({"type": {"const": "function"}, "function": obj({"name": STRING}, ("name",))}, ("type", "function")),
+        ]
+    },
+    "parallel_tool_calls": BOOLEAN,
+}
+
+
 def chat_request(names: list[str], max_tokens: int) -> Schema:
-    """``POST /v1/chat/completions``."""
-    fields = {"model": model_field(names), "messages": array(CHAT_MESSAGE, minItems=1, maxItems=32)}
+    """``POST /v1/chat/completions`` (with ``openai_tools``' tool calling)."""
+    fields = {"model": model_field(names), "messages": array(CHAT_MESSAGE, minItems=1, maxItems=32), **TOOLS}
     return obj({**fields, **sampling(max_tokens)}, ("model", "messages"))
 
 

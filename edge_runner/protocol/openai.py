@@ -12,12 +12,14 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from edge_runner.core.errors import InvalidInput, MalformedRequest
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
+from edge_runner.protocol import openai_tools as tools
 from edge_runner.protocol.json_body import json_int
 
 MAX_STOP_STRINGS = 4
@@ -114,12 +116,13 @@ def _json_mode(body: dict[str, Any]) -> tuple[bool, str | None]:
 
 
 def schema_text(schema: Any, where: str) -> str | None:
-    """A JSON Schema object as canonical JSON text (None for an empty or absent one: any JSON object)."""
+    """A JSON Schema object as JSON text, keys in the client's order (the grammar writes properties in that
+    order); None for an empty or absent one: any JSON object."""
     if schema is None or schema == {}:
         return None
     if not isinstance(schema, dict):
         raise MalformedRequest(f"'{where}' must be a JSON Schema object")
-    text = json.dumps(schema, sort_keys=True, separators=(",", ":"))
+    text = json.dumps(schema, separators=(",", ":"))
     if len(text) > MAX_SCHEMA_CHARS:
         raise MalformedRequest(f"'{where}' is {len(text)} characters of JSON; at most {MAX_SCHEMA_CHARS}")
     return text
@@ -164,11 +167,20 @@ def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams
 
 
 def chat_request(body: dict[str, Any], max_new_tokens: int) -> GenerationRequest:
-    """``/v1/chat/completions`` body -> GenerationRequest."""
+    """``/v1/chat/completions`` body -> GenerationRequest (tools, if any, per ``openai_tools``)."""
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise MalformedRequest("'messages' must be a list of {role, content} objects")
-    return GenerationRequest(messages=tuple(normalize_messages(messages)), params=sampling_params(body, max_new_tokens))
+    flat = tools.flatten_tool_messages(normalize_messages(messages), messages)
+    params = sampling_params(body, max_new_tokens)
+    spec = tools.tool_spec(body)
+    if spec is not None:
+        if params.json_mode:
+            raise MalformedRequest("use either 'tools' or 'response_format' JSON, not both")
+        schema = schema_text(spec.schema(), "tools") or "{}"  # bounded like any response schema
+        flat = tools.with_tool_prompt(flat, spec)
+        params = replace(params, json_mode=True, json_schema=schema, lenient_schema=True)
+    return GenerationRequest(messages=tuple(flat), params=params)
 
 
 def completion_request(body: dict[str, Any], max_new_tokens: int) -> GenerationRequest:
@@ -190,11 +202,16 @@ def stream_options(body: dict[str, Any]) -> bool:
 
 
 class Responder:
-    """Builds the response objects of one request (shared id, timestamp and model name)."""
+    """Builds the response objects of one request (shared id, timestamp and model name).
 
-    def __init__(self, model: str, chat: bool) -> None:
+    With ``tools`` the model's text is its JSON answer: it becomes ``tool_calls`` or content (streams are
+    held back until the answer is whole, then sent as one delta).
+    """
+
+    def __init__(self, model: str, chat: bool, tools: bool = False) -> None:
         self.model = model
         self.chat = chat
+        self.tools = tools
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
 
@@ -206,6 +223,15 @@ class Responder:
             body["usage"] = usage.to_openai()
         return body
 
+    def message(self, text: str, reason: str) -> tuple[dict[str, Any], str]:
+        """The assistant message of ``text`` and its finish reason (``tool_calls`` when it calls tools)."""
+        if not self.tools:
+            return {"role": "assistant", "content": text}, reason
+        content, calls = tools.read_answer(text)
+        if calls is None:
+            return {"role": "assistant", "content": content}, reason
+        return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
+
     def complete(self, chunks: Iterator[GenerationChunk]) -> dict[str, Any]:
         """Drain the stream into one non-streaming response."""
         parts, reason, usage = [], "stop", Usage()
@@ -215,7 +241,8 @@ class Responder:
                 reason, usage = chunk.finish_reason, chunk.usage or usage
         text = "".join(parts)
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": reason}
+            message, reason = self.message(text, reason)
+            choice = {"index": 0, "message": message, "finish_reason": reason}
             return self._envelope("chat.completion", [{**choice, "logprobs": None}], usage)
         choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
         return self._envelope("text_completion", [choice], usage)
@@ -230,6 +257,17 @@ class Responder:
             return self._envelope("chat.completion.chunk", [choice], None)
         choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
         return self._envelope("text_completion", [choice], None)
+
+    def closing_chunks(self, text: str, reason: str) -> list[dict[str, Any]]:
+        """With tools: the held-back answer as one delta (content, or every tool call), then the finish."""
+        message, reason = self.message(text, reason)
+        delta: dict[str, Any] = {}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        else:
+            delta["content"] = message["content"]
+        body = {"index": 0, "delta": delta, "finish_reason": None, "logprobs": None}
+        return [self._envelope("chat.completion.chunk", [body], None), self.chunk(None, reason)]
 
     def usage_chunk(self, usage: Usage) -> dict[str, Any]:
         """The final chunk of ``stream_options.include_usage``: no choices, just usage."""

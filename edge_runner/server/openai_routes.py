@@ -24,6 +24,7 @@ from edge_runner.core.generation import GenerationRequest
 from edge_runner.core.manifest import Manifest
 from edge_runner.protocol import openai as proto
 from edge_runner.protocol.json_body import json_object
+from edge_runner.protocol.openai_tools import tool_spec
 from edge_runner.repository.store import validate_name
 from edge_runner.server.body import read_body
 from edge_runner.server.routes import Route
@@ -64,11 +65,18 @@ def _event_stream(stream: GenerationStream, responder: proto.Responder, usage: b
     """SSE frames for one generation; closing this generator (client gone) cancels the generation."""
     try:
         yield _sse(responder.chunk(None, first=True))
+        held: list[str] = []  # with tools, the JSON answer is only meaningful once whole
         for chunk in stream.coalesced():
-            if chunk.text or chunk.finish_reason is None:
+            if responder.tools:
+                held.append(chunk.text)
+            elif chunk.text or chunk.finish_reason is None:
                 yield _sse(responder.chunk(chunk.text))
             if chunk.finish_reason is not None:
-                yield _sse(responder.chunk(None, chunk.finish_reason))
+                if responder.tools:
+                    for closing in responder.closing_chunks("".join(held), chunk.finish_reason):
+                        yield _sse(closing)
+                else:
+                    yield _sse(responder.chunk(None, chunk.finish_reason))
                 if usage and chunk.usage is not None:
                     yield _sse(responder.usage_chunk(chunk.usage))
         yield b"data: [DONE]\n\n"
@@ -96,7 +104,7 @@ class _GenerationResource(_Base):
             gone = req.env.get("waitress.client_disconnected")
             timeout_s = self.service.settings.request_timeout_ms / 1000.0
             entry, stream = self.service.generate(name, version, build, timeout_s, gone)
-        responder = proto.Responder(entry.name, self.chat)
+        responder = proto.Responder(entry.name, self.chat, self.chat and tool_spec(body) is not None)
         if body.get("stream"):
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")

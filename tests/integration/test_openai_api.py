@@ -237,3 +237,62 @@ def test_top_k_min_p_and_penalties(client: openai.OpenAI) -> None:
     assert min_p == greedy  # min_p 1 keeps only the most likely token
     with pytest.raises(openai.BadRequestError, match="top_k"):
         client.chat.completions.create(**base, extra_body={"top_k": -1})  # type: ignore[call-overload]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer", "minimum": 1}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_tool_call_round_trip_plain_and_streamed(client: openai.OpenAI) -> None:
+    """tool_choice required: the answer is a tool call whose arguments follow the parameters' structure
+    (checked with jsonschema_rs, minus the unenforceable ``minimum``); streamed, the client library
+    assembles the same call; then the tool's result goes back and the model answers in text."""
+    import jsonschema_rs
+
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    kwargs = {"model": "tiny-llm", "max_tokens": 160, "temperature": 0, "tools": [WEATHER], "tool_choice": "required"}
+    answer = client.chat.completions.create(messages=asked, **kwargs)  # type: ignore[call-overload]
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice.message.content
+    (call,) = choice.message.tool_calls or []
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    arguments = json.loads(call.function.arguments)
+    structure = {k: v for k, v in WEATHER["function"]["parameters"].items()}  # type: ignore[union-attr]
+    structure["properties"] = {"city": {"type": "string", "maxLength": 12}, "days": {"type": "integer"}}
+    jsonschema_rs.validate(structure, arguments)
+
+    stream = client.chat.completions.create(messages=asked, stream=True, **kwargs)  # type: ignore[call-overload]
+    deltas = [c.choices[0] for c in stream if c.choices]
+    streamed = [tc for d in deltas if d.delta.tool_calls for tc in d.delta.tool_calls]
+    assert deltas[-1].finish_reason == "tool_calls" and len(streamed) == 1
+    assert streamed[0].function.name == "get_weather" and streamed[0].id.startswith("call_")
+    # the same structure (not necessarily the same text: prompt-cache reuse can tip a near-tie of this random model)
+    jsonschema_rs.validate(structure, json.loads(streamed[0].function.arguments))
+
+    history = [
+        *asked,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny, 21 C"},
+    ]
+    final = client.chat.completions.create(
+        model="tiny-llm", messages=history, max_tokens=12, temperature=0, tools=[WEATHER], tool_choice="none"
+    )  # type: ignore[call-overload]
+    assert final.choices[0].finish_reason in ("stop", "length") and final.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="not in 'tools'"):
+        client.chat.completions.create(
+            messages=asked,
+            model="tiny-llm",
+            tools=[WEATHER],
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )  # type: ignore[call-overload]

@@ -148,4 +148,4 @@ def test_sampler_extras_are_bounded() -> None:
             proto.chat_request({**body, **bad}, 10)
     fmt = {"type": "json_schema", "json_schema": {"name": "n", "schema": {"type": "object", "required": ["a"]}}}
     params = proto.chat_request({**body, "response_format": fmt}, 10).params
-    assert params.json_mode and params.json_schema == '{"required":["a"],"type":"object"}'
+    assert params.json_mode and params.json_schema == '{"type":"object","required":["a"]}'

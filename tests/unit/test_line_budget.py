@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-OVER_400_REASONS: dict[str, str] = {}
+OVER_400_REASONS: dict[str, str] = {
+    "edge_runner/protocol/json_schemas.py": (
+        "every KServe v2 and OpenAI request/response schema in one table, as OpenAPI lists them; the Ollama and "
+        "Anthropic ones are already split off into compat_schemas.py"
+    ),
+}
 
 
 def test_modules_stay_within_budget() -> None:

@@ -39,6 +39,8 @@ MIN_TEMPERATURE = 1e-3
 PENALTY_WINDOW = 64
 
 
+LOOSE_CHAR = r'char ::= [^"\\] |'
+STRICT_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] |'
 #: JSON Schema keywords the grammar converter enforces; annotations change nothing; anything else (minimum,
 #: multipleOf, uniqueItems, not, if/then...) would be silently ignored, so a schema using it is refused
 ENFORCED = {
@@ -88,6 +90,25 @@ def unenforced_keywords(schema: Any, where: str = "schema") -> list[str]:
     return found
 
 
+def enforceable(schema: Any) -> Any:
+    """``schema`` without the keywords the grammar cannot enforce (and without oversized repetition
+    counts): for tool parameters, whose schemas clients write for other servers."""
+    if not isinstance(schema, dict):
+        return schema
+    too_big = set(_too_big(schema))
+    out = {k: v for k, v in schema.items() if (k in ENFORCED or k in ANNOTATIONS) and k not in too_big}
+    for key in SUBSCHEMA_ONE:
+        if isinstance(out.get(key), dict):
+            out[key] = enforceable(out[key])
+    for key in SUBSCHEMA_LIST:
+        if isinstance(out.get(key), list):
+            out[key] = [enforceable(sub) for sub in out[key]]
+    for key in SUBSCHEMA_MAP:
+        if isinstance(out.get(key), dict):
+            out[key] = {name: enforceable(sub) for name, sub in out[key].items()}
+    return out
+
+
 @functools.lru_cache(maxsize=64)
 def schema_grammar(schema_json: str) -> str:
     """GBNF that only admits JSON documents valid under the schema (llama.cpp's own schema converter, as
@@ -101,9 +122,14 @@ def schema_grammar(schema_json: str) -> str:
             + ", ".join(sorted(ENFORCED))
         )
     try:
-        return str(json_schema_to_gbnf(schema_json))
+        gbnf = str(json_schema_to_gbnf(schema_json))
     except Exception as exc:  # the converter raises bare Exception/ValueError/KeyError for what it cannot express
         raise InvalidInput(f"'json_schema' cannot be turned into a grammar: {exc}") from None
+    # the converter's string characters admit raw control characters (a newline inside a string), which
+    # no JSON parser accepts: only escaped ones, as in JSON_OBJECT_GBNF
+    if "char ::=" in gbnf and LOOSE_CHAR not in gbnf:
+        raise InvalidInput("'json_schema': the grammar converter changed its string rule; cannot make strict JSON")
+    return gbnf.replace(LOOSE_CHAR, STRICT_CHAR)
 
 
 def grammar_text(params: SamplingParams) -> str | None:
@@ -112,7 +138,8 @@ def grammar_text(params: SamplingParams) -> str | None:
         return None
     if params.json_schema is None:
         return JSON_OBJECT_GBNF
-    json.loads(params.json_schema)  # parsed by the protocol layer already: fail loudly if not
+    if params.lenient_schema:
+        return schema_grammar(json.dumps(enforceable(json.loads(params.json_schema)), sort_keys=True))
     return schema_grammar(params.json_schema)
 
 
