@@ -146,7 +146,10 @@ def _add_models_parser(sub: Any) -> None:
     inspect = actions.add_parser("inspect", help="print a model's manifest and verify its checksums")
     inspect.add_argument("name")
     inspect.add_argument("--version", type=int, default=None)
-    add = actions.add_parser("add", help="register an ONNX file or a folder with manifest.json (copied, atomic)")
+    add = actions.add_parser(
+        "add",
+        help="register an ONNX or GGUF file (every part of a split GGUF), or a folder with manifest.json (copied)",
+    )
     add.add_argument("path", type=Path)
     add.add_argument("--name", required=True, help="model name (letters, digits, . _ -)")
     add.add_argument("--version", type=int, default=None, help="version number (default: next)")

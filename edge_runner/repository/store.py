@@ -209,10 +209,12 @@ class ModelRepository:
         _fsync_path(self.root)
 
     def _stage(self, src: Path, tmp: Path, name: str, version: int) -> Manifest:
+        if src.is_file() and src.suffix == ".gguf":
+            return self._stage_gguf(src, tmp, name, version)
         if src.is_file():
             if src.suffix not in (".onnx", ".ort"):
                 raise InvalidInput(
-                    f"{src}: only .onnx/.ort files can be added bare; other formats need a folder "
+                    f"{src}: only .onnx/.ort/.gguf files can be added bare; other formats need a folder "
                     "with manifest.json (edge-runner convert writes one)"
                 )
             shutil.copy2(src, tmp / src.name)
@@ -239,6 +241,19 @@ class ModelRepository:
                 (tmp / entry.path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / entry.path, tmp / entry.path)
             manifest = replace(original, name=name, version=version)
+        write_manifest(tmp, manifest)
+        return manifest
+
+    def _stage_gguf(self, src: Path, tmp: Path, name: str, version: int) -> Manifest:
+        """A bare GGUF file, with its sibling parts when it is one part of a split, copied and checksummed."""
+        from edge_runner.backends.llama_cpp import gguf_files
+
+        (variant,) = [v for v in gguf_files.variants(src.parent) if src.resolve() in {f.resolve() for f in v.files}]
+        for part in variant.files:
+            shutil.copy2(part, tmp / part.name)
+        described = gguf_files.gguf_manifest(variant, name, version)
+        files = tuple(file_entry(tmp, entry.path) for entry in described.files)
+        manifest = replace(described, files=files, source={"path": str(src.resolve())})
         write_manifest(tmp, manifest)
         return manifest
 

@@ -90,7 +90,7 @@ class ModelManager:
         if name in self.external:
             from edge_runner.repository.external import manifest_for_path
 
-            return manifest_for_path(self.external[name], name)
+            return manifest_for_path(self.external[name], name, self.settings.quantization, self.budget)
         return self.repository.resolve(name, version)
 
     # ---- loading ---------------------------------------------------------------------------------------------
