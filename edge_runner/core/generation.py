@@ -25,6 +25,9 @@ class SamplingParams:
     repeat_penalty: float = 1.0  # 1: off (llama.cpp / Ollama semantics, over the last 64 tokens)
     presence_penalty: float = 0.0  # OpenAI semantics
     frequency_penalty: float = 0.0
+    #: report each generated token's log-probability, with this many most likely alternatives (OpenAI: 0-20)
+    logprobs: bool = False
+    top_logprobs: int = 0
     #: keep generating past end-of-generation tokens (benchmarks only)
     ignore_eos: bool = False
 
@@ -68,3 +71,14 @@ class GenerationChunk:
     text: str
     finish_reason: str | None = None
     usage: Usage | None = None
+    #: with ``SamplingParams.logprobs``: the tokens generated since the previous chunk
+    logprobs: tuple[TokenLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token: its bytes, log-probability under the model, and the most likely alternatives."""
+
+    token: bytes
+    logprob: float
+    top: tuple[tuple[bytes, float], ...] = ()

@@ -13,8 +13,10 @@ from edge_runner.core.datatypes import DATATYPES
 from edge_runner.protocol.openai import (
     MAX_EMBEDDING_CHARS,
     MAX_EMBEDDING_INPUTS,
+    MAX_LEGACY_LOGPROBS,
     MAX_STOP_STRINGS,
     MAX_TOP_K,
+    MAX_TOP_LOGPROBS,
     PENALTY_BOUNDS,
 )
 
@@ -251,6 +253,8 @@ def sampling(max_tokens: int) -> dict[str, Schema]:
         },
         "top_k": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_K},
         **{key: {"type": "number", "minimum": low, "maximum": high} for key, low, high in PENALTY_BOUNDS},
+        "logprobs": {"anyOf": [BOOLEAN, {"type": "integer", "minimum": 0, "maximum": MAX_LEGACY_LOGPROBS}]},
+        "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS},
         "ignore_eos": BOOLEAN,
     }
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_runner.core.errors import InvalidInput, MalformedRequest
-from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
+from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, TokenLogprob, Usage
 from edge_runner.protocol import openai_tools as tools
 from edge_runner.protocol.json_body import json_int
 
@@ -31,6 +31,8 @@ MAX_EMBEDDING_TOTAL_CHARS = 1_000_000
 #: a response schema turns into a grammar before any work: keep that bounded
 MAX_SCHEMA_CHARS = 32_768
 MAX_TOP_K = 1000
+MAX_TOP_LOGPROBS = 20
+MAX_LEGACY_LOGPROBS = 5
 #: (field, low, high) of the sampling knobs beyond temperature/top_p
 PENALTY_BOUNDS = (
     ("min_p", 0.0, 1.0),
@@ -143,6 +145,57 @@ def sampler_extras(values: Mapping[str, Any], where: str = "") -> dict[str, Any]
     return out
 
 
+def logprob_request(body: dict[str, Any]) -> dict[str, Any]:
+    """Chat's ``logprobs: true`` + ``top_logprobs`` (0-20), or completions' legacy ``logprobs: N`` (0-5)."""
+    value, top = body.get("logprobs"), body.get("top_logprobs")
+    if value is None or value is False:
+        if top:
+            raise MalformedRequest("'top_logprobs' needs 'logprobs': true")
+        return {}
+    if value is True:
+        count = 0 if top is None else json_int(top)
+        if count is None or not 0 <= count <= MAX_TOP_LOGPROBS:
+            raise MalformedRequest(f"'top_logprobs' must be an integer between 0 and {MAX_TOP_LOGPROBS}")
+        return {"logprobs": True, "top_logprobs": count}
+    count = json_int(value)
+    if count is None or not 0 <= count <= MAX_LEGACY_LOGPROBS:
+        raise MalformedRequest(
+            f"'logprobs' must be true/false (chat) or an integer 0-{MAX_LEGACY_LOGPROBS} (completions)"
+        )
+    return {"logprobs": True, "top_logprobs": count}
+
+
+def _token_text(token: bytes) -> str:
+    return token.decode("utf-8", errors="replace")
+
+
+def logprob_content(entries: Sequence[TokenLogprob]) -> list[dict[str, Any]]:
+    """Chat's ``logprobs.content``: one entry per token with its bytes and the top alternatives."""
+    return [
+        {
+            "token": _token_text(e.token),
+            "logprob": e.logprob,
+            "bytes": list(e.token),
+            "top_logprobs": [{"token": _token_text(t), "logprob": v, "bytes": list(t)} for t, v in e.top],
+        }
+        for e in entries
+    ]
+
+
+def legacy_logprobs(entries: Sequence[TokenLogprob], offset: int = 0) -> dict[str, Any]:
+    """Completions' older ``logprobs`` object: parallel lists, text offsets from ``offset``."""
+    offsets, at = [], offset
+    for e in entries:
+        offsets.append(at)
+        at += len(_token_text(e.token))
+    return {
+        "tokens": [_token_text(e.token) for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{_token_text(t): v for t, v in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
 def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams:
     """Sampling settings of an OpenAI body; ``max_new_tokens`` caps ``max_tokens``."""
     if body.get("n", 1) != 1:
@@ -162,6 +215,7 @@ def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams
         json_mode=json_mode,
         json_schema=json_schema,
         ignore_eos=bool(body.get("ignore_eos", False)),
+        **logprob_request(body),
         **sampler_extras(body),
     )
 
@@ -208,10 +262,12 @@ class Responder:
     held back until the answer is whole, then sent as one delta).
     """
 
-    def __init__(self, model: str, chat: bool, tools: bool = False) -> None:
+    def __init__(self, model: str, chat: bool, tools: bool = False, logprobs: bool = False) -> None:
         self.model = model
         self.chat = chat
         self.tools = tools
+        self.logprobs = logprobs
+        self._offset = 0  # text offset of the next legacy logprob entry (completions)
         self.id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         self.created = int(time.time())
 
@@ -232,30 +288,44 @@ class Responder:
             return {"role": "assistant", "content": content}, reason
         return {"role": "assistant", "content": None, "tool_calls": calls}, "tool_calls"
 
+    def _logprobs(self, entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+        if not self.logprobs:
+            return None
+        if self.chat:
+            return {"content": logprob_content(entries)}
+        out = legacy_logprobs(entries, self._offset)
+        self._offset = out["text_offset"][-1] + len(out["tokens"][-1]) if entries else self._offset
+        return out
+
     def complete(self, chunks: Iterator[GenerationChunk]) -> dict[str, Any]:
         """Drain the stream into one non-streaming response."""
         parts, reason, usage = [], "stop", Usage()
+        entries: list[TokenLogprob] = []
         for chunk in chunks:
             parts.append(chunk.text)
+            entries += chunk.logprobs
             if chunk.finish_reason is not None:
                 reason, usage = chunk.finish_reason, chunk.usage or usage
         text = "".join(parts)
         if self.chat:
             message, reason = self.message(text, reason)
             choice = {"index": 0, "message": message, "finish_reason": reason}
-            return self._envelope("chat.completion", [{**choice, "logprobs": None}], usage)
-        choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
+            return self._envelope("chat.completion", [{**choice, "logprobs": self._logprobs(entries)}], usage)
+        choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": self._logprobs(entries)}
         return self._envelope("text_completion", [choice], usage)
 
-    def chunk(self, text: str | None, reason: str | None = None, first: bool = False) -> dict[str, Any]:
-        """One streamed chunk object."""
+    def chunk(
+        self, text: str | None, reason: str | None = None, first: bool = False, logprobs: Sequence[TokenLogprob] = ()
+    ) -> dict[str, Any]:
+        """One streamed chunk object (with the log-probabilities of its tokens when asked)."""
+        values = self._logprobs(logprobs) if logprobs else None
         if self.chat:
             delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
             if text:
                 delta["content"] = text
-            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+            choice = {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": values}
             return self._envelope("chat.completion.chunk", [choice], None)
-        choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": None}
+        choice = {"index": 0, "text": text or "", "finish_reason": reason, "logprobs": values}
         return self._envelope("text_completion", [choice], None)
 
     def closing_chunks(self, text: str, reason: str) -> list[dict[str, Any]]:

@@ -69,8 +69,8 @@ def _event_stream(stream: GenerationStream, responder: proto.Responder, usage: b
         for chunk in stream.coalesced():
             if responder.tools:
                 held.append(chunk.text)
-            elif chunk.text or chunk.finish_reason is None:
-                yield _sse(responder.chunk(chunk.text))
+            elif chunk.text or chunk.logprobs or chunk.finish_reason is None:
+                yield _sse(responder.chunk(chunk.text, logprobs=chunk.logprobs))
             if chunk.finish_reason is not None:
                 if responder.tools:
                     for closing in responder.closing_chunks("".join(held), chunk.finish_reason):
@@ -104,7 +104,8 @@ class _GenerationResource(_Base):
             gone = req.env.get("waitress.client_disconnected")
             timeout_s = self.service.settings.request_timeout_ms / 1000.0
             entry, stream = self.service.generate(name, version, build, timeout_s, gone)
-        responder = proto.Responder(entry.name, self.chat, self.chat and tool_spec(body) is not None)
+        tools = self.chat and tool_spec(body) is not None
+        responder = proto.Responder(entry.name, self.chat, tools, bool(proto.logprob_request(body)))
         if body.get("stream"):
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 openai = pytest.importorskip("openai")
@@ -296,3 +297,36 @@ def test_tool_call_round_trip_plain_and_streamed(client: openai.OpenAI) -> None:
             tools=[WEATHER],
             tool_choice={"type": "function", "function": {"name": "nope"}},
         )  # type: ignore[call-overload]
+
+
+def test_logprobs_chat_and_completions(client: openai.OpenAI) -> None:
+    """Chat ``logprobs``/``top_logprobs`` and completions' legacy ``logprobs``; the completion's values are
+    checked against llama-cpp-python's own high-level API (logits_all) on the same GGUF and prompt."""
+    chat = client.chat.completions.create(
+        model="tiny-llm", messages=CHAT, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3
+    )
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert b"".join(bytes(t.bytes or []) for t in content).decode() == chat.choices[0].message.content
+    for token in content:
+        tops = [t.logprob for t in token.top_logprobs]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True) and sum(2.718281828**v for v in tops) <= 1.0001
+        assert token.logprob == pytest.approx(tops[0])  # greedy: the chosen token is the most likely one
+    streamed = client.chat.completions.create(
+        model="tiny-llm", messages=CHAT, max_tokens=8, temperature=0, logprobs=True, stream=True
+    )
+    tokens = [
+        t.token for c in streamed if c.choices and c.choices[0].logprobs for t in c.choices[0].logprobs.content or []
+    ]
+    assert tokens == [t.token for t in content]
+
+    from llama_cpp import Llama
+
+    gguf = Path(__file__).parents[2] / "edge_runner" / "defaults" / "tiny-llm" / "1" / "model.gguf"
+    reference = Llama(str(gguf), n_ctx=256, logits_all=True, verbose=False)
+    expected = reference.create_completion("def main():", max_tokens=5, temperature=0, logprobs=2)
+    ours = client.completions.create(model="tiny-llm", prompt="def main():", max_tokens=5, temperature=0, logprobs=2)
+    assert ours.choices[0].text == expected["choices"][0]["text"]
+    got, want = ours.choices[0].logprobs, expected["choices"][0]["logprobs"]
+    assert got is not None and got.tokens == want["tokens"]
+    # same tokens; values within 0.05 (the two runs batch and cache the prompt differently: measured <= 0.03)
+    np.testing.assert_allclose(got.token_logprobs, want["token_logprobs"], atol=0.05)

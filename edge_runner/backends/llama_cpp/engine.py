@@ -24,7 +24,7 @@ from edge_runner.backends.llama_cpp.sampling import GrammarDeadEnd, Sampler
 from edge_runner.backends.llama_cpp.stream import Sequence, Stream
 from edge_runner.backends.llama_cpp.text import TextAssembler, common_prefix_len
 from edge_runner.core.errors import EdgeRunnerError, InferenceError, InvalidInput, Overloaded
-from edge_runner.core.generation import SamplingParams
+from edge_runner.core.generation import SamplingParams, TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -268,6 +268,10 @@ class LlmEngine:
             seq.completion_tokens -= 1  # the end marker is not part of the completion text
             self._end(slot, reason="stop")
             return
+        if seq.sampler is not None and seq.sampler.last_logprobs is not None:
+            value, top = seq.sampler.last_logprobs
+            piece = self.native.piece
+            seq.logprobs.append(TokenLogprob(piece(token), value, tuple((piece(i), v) for i, v in top)))
         text = seq.assembler.feed(self.native.piece(token))
         if seq.assembler.stopped:
             self._end(slot, reason="stop", text=text)

@@ -152,7 +152,10 @@ class Sampler:
         self.chain: Any = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
         self.candidates: np.ndarray | None = None
         self.candidate_array: Any = None
-        self.n_vocab = 0
+        self.n_vocab = native.n_vocab
+        self.want_logprobs = params.logprobs
+        self.top_logprobs = min(max(0, params.top_logprobs), self.n_vocab)
+        self.last_logprobs: tuple[float, list[tuple[int, float]]] | None = None
         add = functools.partial(lib.llama_sampler_chain_add, self.chain)
         gbnf = grammar_text(params)
         if gbnf is not None:
@@ -161,7 +164,6 @@ class Sampler:
                 raise RuntimeError("llama.cpp rejected the grammar of the JSON schema")
             add(grammar)
             # candidates for the checked draw in ``sample``: llama_token_data {int32 id; float logit; float p}
-            self.n_vocab = native.n_vocab
             self.candidates = np.zeros(self.n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
             self.candidate_array = lib.llama_token_data_array(
                 self.candidates.ctypes.data_as(ctypes.POINTER(lib.llama_token_data)), self.n_vocab, -1, False
@@ -196,6 +198,26 @@ class Sampler:
         ``llama_sampler_sample`` would accept a token the grammar forbids (the draw from an all ``-inf``
         candidate list picks one anyway) and the grammar then aborts the whole process.
         """
+        token = self._draw(ctx, index)
+        if self.want_logprobs:
+            self.last_logprobs = self._logprobs(ctx, index, token)
+        return token
+
+    def _logprobs(self, ctx: Any, index: int, token: int) -> tuple[float, list[tuple[int, float]]]:
+        """log-softmax of the raw logits (the model's distribution, before any sampler): the token's value
+        and the ``top_logprobs`` most likely tokens."""
+        logits = np.ctypeslib.as_array(self.lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
+        values = logits.astype(np.float64)
+        peak = float(values.max())
+        log_total = peak + float(np.log(np.exp(values - peak).sum()))
+        top: list[tuple[int, float]] = []
+        if self.top_logprobs:
+            best = np.argpartition(-values, self.top_logprobs - 1)[: self.top_logprobs]
+            best = best[np.argsort(-values[best])]
+            top = [(int(i), float(values[i] - log_total)) for i in best]
+        return float(values[token] - log_total), top
+
+    def _draw(self, ctx: Any, index: int) -> int:
         if self.candidates is None:
             return int(self.lib.llama_sampler_sample(self.chain, ctx, index))
         lib, cells, array = self.lib, self.candidates, self.candidate_array

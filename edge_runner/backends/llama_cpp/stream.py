@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from edge_runner.backends.llama_cpp.sampling import Sampler
 from edge_runner.backends.llama_cpp.text import TextAssembler
 from edge_runner.core.errors import EdgeRunnerError
-from edge_runner.core.generation import GenerationChunk, SamplingParams, Usage
+from edge_runner.core.generation import GenerationChunk, SamplingParams, TokenLogprob, Usage
 
 _Item = GenerationChunk | EdgeRunnerError
 
@@ -31,16 +31,23 @@ class Sequence:
     cancelled: bool = False
     done: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
+    #: token log-probabilities not yet handed over (text held back by the assembler keeps them here)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+
+    def _taken_logprobs(self) -> tuple[TokenLogprob, ...]:
+        taken = tuple(self.logprobs)
+        self.logprobs.clear()
+        return taken
 
     def emit(self, text: str) -> None:
-        """Hand a piece of text to the consumer."""
+        """Hand a piece of text (and the log-probabilities of the tokens behind it) to the consumer."""
         if text:
-            self.out.put(GenerationChunk(text))
+            self.out.put(GenerationChunk(text, logprobs=self._taken_logprobs()))
 
     def finish(self, reason: str, text: str = "") -> None:
         """Send the last chunk (with usage) and release the sampler."""
         usage = Usage(len(self.prompt), self.completion_tokens, self.cached_tokens)
-        self.out.put(GenerationChunk(text, finish_reason=reason, usage=usage))
+        self.out.put(GenerationChunk(text, finish_reason=reason, usage=usage, logprobs=self._taken_logprobs()))
         self.release()
 
     def fail(self, error: EdgeRunnerError) -> None:
@@ -93,7 +100,7 @@ class Stream(Iterator[GenerationChunk]):
             first = next(self, None)
             if first is None:
                 return
-            parts, last = [first.text], first
+            parts, last, logprobs = [first.text], first, list(first.logprobs)
             deadline = time.monotonic() + linger_s
             while last.finish_reason is None:
                 try:
@@ -104,10 +111,11 @@ class Stream(Iterator[GenerationChunk]):
                     self._seq.out.put(item)  # re-raised on the next round, after this text
                     break
                 parts.append(item.text)
+                logprobs += item.logprobs
                 last = item
             if last.finish_reason is not None:
                 self._finished = True
-            yield GenerationChunk("".join(parts), last.finish_reason, last.usage)
+            yield GenerationChunk("".join(parts), last.finish_reason, last.usage, tuple(logprobs))
 
     def close(self) -> None:
         """Cancel generation (client went away); the engine frees the slot on its next step."""
