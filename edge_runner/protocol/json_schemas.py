@@ -256,6 +256,7 @@ def sampling(max_tokens: int) -> dict[str, Schema]:
         "logprobs": {"anyOf": [BOOLEAN, {"type": "integer", "minimum": 0, "maximum": MAX_LEGACY_LOGPROBS}]},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS},
         "ignore_eos": BOOLEAN,
+        "keep_alive": DURATION,
     }
 
 

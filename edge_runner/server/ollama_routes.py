@@ -23,14 +23,14 @@ import falcon
 
 from edge_runner import __version__
 from edge_runner.backends.text_encoder import EMBEDDING_TASKS
-from edge_runner.config.converters import to_duration_s
-from edge_runner.core.errors import EdgeRunnerError, InvalidInput, ModelNotFound, ModelNotReady
+from edge_runner.core.errors import ModelNotFound, ModelNotReady
 from edge_runner.core.generation import GenerationRequest
 from edge_runner.core.manifest import MANIFEST_NAME, Manifest
 from edge_runner.protocol import ollama as proto
 from edge_runner.protocol import ollama_listing as listing
 from edge_runner.protocol.json_body import json_object
 from edge_runner.server.body import read_body
+from edge_runner.server.keep_alive import end_keep_alive, keep_alive_s, start_keep_alive
 from edge_runner.server.openai_routes import GENERATION_TASKS, model_ref
 from edge_runner.server.ops import PsResource
 from edge_runner.server.routes import Route
@@ -39,41 +39,11 @@ from edge_runner.serving.service import GenerationStream, ModelService
 
 log = logging.getLogger("edge_runner.server.ollama")
 NDJSON = "application/x-ndjson"
-#: keep_alive 0 while other requests still use the model: the reaper unloads it once they are done
-ALMOST_NOW_S = 0.001
 
 
 def ollama_ref(body: dict[str, Any]) -> tuple[str, int | None]:
     """``model`` (or the older ``name``) as ``name``, ``name:latest`` or ``name:VERSION``."""
     return model_ref({"model": body.get("model") or body.get("name")})
-
-
-def keep_alive_s(body: dict[str, Any]) -> float | None:
-    """``keep_alive`` as seconds (``5m``, ``300``, ``-1`` forever, ``0`` unload after the answer); None if absent."""
-    value = body.get("keep_alive")
-    if value is None:
-        return None
-    try:
-        seconds = to_duration_s(value)
-    except ValueError as exc:
-        raise InvalidInput(f"keep_alive: {exc}") from None
-    return -1.0 if seconds < 0 else seconds
-
-
-def start_keep_alive(service: ModelService, entry: LoadedModel, seconds: float | None) -> None:
-    """A non-zero ``keep_alive`` applies from now on (idle time counts from the end of the request)."""
-    if seconds:
-        service.set_keep_alive(entry.name, seconds)
-
-
-def end_keep_alive(service: ModelService, entry: LoadedModel, seconds: float | None) -> None:
-    """``keep_alive: 0``: unload now, or as soon as other requests on the model are done."""
-    if seconds != 0:
-        return
-    try:
-        service.set_keep_alive(entry.name, 0.0 if entry.in_flight() == 0 else ALMOST_NOW_S)
-    except EdgeRunnerError as exc:  # unloaded meanwhile: nothing left to do
-        log.info("keep_alive 0 on %s: %s", entry.name, exc.message)
 
 
 def _line(payload: dict[str, Any]) -> bytes:

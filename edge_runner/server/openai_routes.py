@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import falcon
@@ -27,6 +27,7 @@ from edge_runner.protocol.json_body import json_object
 from edge_runner.protocol.openai_tools import tool_spec
 from edge_runner.repository.store import validate_name
 from edge_runner.server.body import read_body
+from edge_runner.server.keep_alive import end_keep_alive, keep_alive_s, start_keep_alive
 from edge_runner.server.routes import Route
 from edge_runner.serving.loaded_model import LoadedModel
 from edge_runner.serving.service import GenerationStream, ModelService
@@ -61,8 +62,11 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
-def _event_stream(stream: GenerationStream, responder: proto.Responder, usage: bool) -> Iterator[bytes]:
-    """SSE frames for one generation; closing this generator (client gone) cancels the generation."""
+def _event_stream(
+    stream: GenerationStream, responder: proto.Responder, usage: bool, after: Callable[[], None]
+) -> Iterator[bytes]:
+    """SSE frames for one generation; closing this generator (client gone) cancels the generation.
+    ``after`` runs once the stream is over (the request's ``keep_alive: 0``)."""
     try:
         yield _sse(responder.chunk(None, first=True))
         held: list[str] = []  # with tools, the JSON answer is only meaningful once whole
@@ -86,6 +90,7 @@ def _event_stream(stream: GenerationStream, responder: proto.Responder, usage: b
         yield _sse({"error": {"message": message, "type": "server_error", "code": getattr(exc, "code", None)}})
     finally:
         stream.close()
+        after()
 
 
 class _GenerationResource(_Base):
@@ -97,6 +102,7 @@ class _GenerationResource(_Base):
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
         name, version = model_ref(body)
+        keep_alive = keep_alive_s(body)
         build = functools.partial(self.build, body)
         if body.get("stream"):  # the client reads as it goes and can leave at any token
             entry, stream = self.service.generate(name, version, build)
@@ -104,18 +110,21 @@ class _GenerationResource(_Base):
             gone = req.env.get("waitress.client_disconnected")
             timeout_s = self.service.settings.request_timeout_ms / 1000.0
             entry, stream = self.service.generate(name, version, build, timeout_s, gone)
+        start_keep_alive(self.service, entry, keep_alive)
+        after = functools.partial(end_keep_alive, self.service, entry, keep_alive)
         tools = self.chat and tool_spec(body) is not None
         responder = proto.Responder(entry.name, self.chat, tools, bool(proto.logprob_request(body)))
         if body.get("stream"):
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")
             resp.set_header("X-Accel-Buffering", "no")
-            resp.stream = _event_stream(stream, responder, proto.stream_options(body))
+            resp.stream = _event_stream(stream, responder, proto.stream_options(body), after)
             return
         try:
             resp.media = responder.complete(stream)
         finally:
             stream.close()
+            after()
 
 
 class ChatCompletionsResource(_GenerationResource):
@@ -137,7 +146,10 @@ class EmbeddingsResource(_Base):
         body = self.body(req)
         name, version = model_ref(body)
         texts = proto.embedding_texts(body)
+        keep_alive = keep_alive_s(body)
         entry, vectors, tokens = self.service.embed(name, version, texts)
+        start_keep_alive(self.service, entry, keep_alive)
+        end_keep_alive(self.service, entry, keep_alive)
         encoding = str(body.get("encoding_format") or "float")
         resp.media = proto.embeddings_response(entry.name, vectors, encoding, tokens)
 

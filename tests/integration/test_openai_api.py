@@ -330,3 +330,22 @@ def test_logprobs_chat_and_completions(client: openai.OpenAI) -> None:
     assert got is not None and got.tokens == want["tokens"]
     # same tokens; values within 0.05 (the two runs batch and cache the prompt differently: measured <= 0.03)
     np.testing.assert_allclose(got.token_logprobs, want["token_logprobs"], atol=0.05)
+
+
+def test_per_request_keep_alive(server: ServerProcess, client: openai.OpenAI) -> None:
+    """Ollama's keep_alive works on the OpenAI routes too: 0 unloads once the answer is out; the next
+    request loads the model again."""
+    import urllib.request
+
+    def loaded() -> set[str]:
+        with urllib.request.urlopen(server.url + "/api/ps", timeout=30) as resp:
+            return {row["name"] for row in json.loads(resp.read())["models"]}
+
+    client.chat.completions.create(model="tiny-llm", messages=CHAT, max_tokens=2, extra_body={"keep_alive": "10m"})
+    assert "tiny-llm" in loaded()
+    client.chat.completions.create(model="tiny-llm", messages=CHAT, max_tokens=2, extra_body={"keep_alive": 0})
+    assert "tiny-llm" not in loaded()
+    client.chat.completions.create(model="tiny-llm", messages=CHAT, max_tokens=2)  # loads on first use again
+    assert "tiny-llm" in loaded()
+    with pytest.raises(openai.BadRequestError, match="keep_alive"):
+        client.chat.completions.create(model="tiny-llm", messages=CHAT, max_tokens=2, extra_body={"keep_alive": "soon"})
