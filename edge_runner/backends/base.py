@@ -113,6 +113,8 @@ class Backend(ABC):
 
     #: called with the seconds from submission to the first generated token (LLM backends), for metrics
     on_first_token: Callable[[float], None] | None = None
+    #: called with a finished generation's mean seconds per output token after the first (LLM backends)
+    on_token_time: Callable[[float], None] | None = None
 
     def __init__(self, manifest: Manifest, folder: Path, options: LoadOptions) -> None:
         self.manifest = manifest

@@ -71,6 +71,7 @@ class ModelLoader:
         backend = cls(manifest, folder, options)
         if self.metrics is not None:
             backend.on_first_token = self.metrics.ttft.labels(name).observe
+            backend.on_token_time = self.metrics.time_per_token.labels(name).observe
         backend.load()
         try:
             return self._wrap(name, version, manifest, folder, backend, backend_steps, rss_before)

@@ -18,6 +18,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 NAMESPACE = "edge_runner"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: seconds per generated token: from fast GPUs (~2 ms) to slow CPUs with big models (~1 s)
+TOKEN_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -141,6 +143,13 @@ class Metrics:
             "LLM time to first token",
             ["model"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.time_per_token = Histogram(
+            f"{NAMESPACE}_time_per_output_token_seconds",
+            "LLM mean time per generated token after the first, one observation per finished request",
+            ["model"],
+            buckets=TOKEN_BUCKETS,
             registry=self.registry,
         )
         self.evictions = Counter(

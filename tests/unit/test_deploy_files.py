@@ -672,7 +672,7 @@ def test_alerts_watch_llms_by_token_and_do_not_count_cancellations() -> None:
         "unless on (model) group by (model) (edge_runner_tokens_generated_total)" in rules["EdgeRunnerHighP99Latency"]
     )
     assert "edge_runner_time_to_first_token_seconds_bucket" in rules["EdgeRunnerSlowTimeToFirstToken"]
-    assert "edge_runner_tokens_generated_total" in rules["EdgeRunnerSlowTokenGeneration"]
+    assert "edge_runner_time_per_output_token_seconds_bucket" in rules["EdgeRunnerSlowTokenGeneration"]
     errors = rules["EdgeRunnerErrors"]
     assert 'status!~"ok|cancelled|' in errors and 'status!="cancelled"' in errors
     # what the server counts a client's disconnect as

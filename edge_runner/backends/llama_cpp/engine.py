@@ -57,10 +57,15 @@ class LlmEngine:
     """Owns a ``NativeModel`` context and drives all its sequences from one thread."""
 
     def __init__(
-        self, native: NativeModel, max_queue: int = 16, on_first_token: Callable[[float], None] | None = None
+        self,
+        native: NativeModel,
+        max_queue: int = 16,
+        on_first_token: Callable[[float], None] | None = None,
+        on_token_time: Callable[[float], None] | None = None,
     ) -> None:
         self.native = native
         self.on_first_token = on_first_token
+        self.on_token_time = on_token_time  # a finished request's mean seconds per token after the first
         self.n_slots = native.settings.n_slots
         self.max_queue = max_queue
         self.slots = [Slot(i) for i in range(self.n_slots)]
@@ -259,7 +264,8 @@ class LlmEngine:
         seq.completion_tokens += 1
         self.stats.generated_tokens += 1
         if seq.completion_tokens == 1:
-            ttft = time.monotonic() - seq.submitted_at
+            seq.first_token_at = time.monotonic()
+            ttft = seq.first_token_at - seq.submitted_at
             self.stats.ttft_total_s += ttft
             self.stats.first_tokens += 1
             if self.on_first_token is not None:
@@ -291,8 +297,10 @@ class LlmEngine:
             self._inflight -= 1
         if error is not None:
             seq.fail(error)
-        else:
-            seq.finish(reason, text + seq.assembler.flush())
+            return
+        if self.on_token_time is not None and seq.completion_tokens > 1 and seq.first_token_at is not None:
+            self.on_token_time((time.monotonic() - seq.first_token_at) / (seq.completion_tokens - 1))
+        seq.finish(reason, text + seq.assembler.flush())
 
     def _fail_all(self, error: EdgeRunnerError) -> None:
         for slot in self.slots:

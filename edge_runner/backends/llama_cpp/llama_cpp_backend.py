@@ -206,7 +206,10 @@ class LlamaCppBackend(Backend):
             self._template = native.chat_template()
             self._bos, self._eos = native.special_text("bos"), native.special_text("eos")
             self._engine = LlmEngine(
-                native, max_queue=int(self._option("max_queue", default=16)), on_first_token=self.on_first_token
+                native,
+                max_queue=int(self._option("max_queue", default=16)),
+                on_first_token=self.on_first_token,
+                on_token_time=self.on_token_time,
             )
         except BaseException:
             native.close()

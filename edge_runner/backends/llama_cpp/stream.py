@@ -31,6 +31,7 @@ class Sequence:
     cancelled: bool = False
     done: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
     #: token log-probabilities not yet handed over (text held back by the assembler keeps them here)
     logprobs: list[TokenLogprob] = field(default_factory=list)
 
