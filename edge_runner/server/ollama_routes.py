@@ -244,13 +244,9 @@ class PullResource(_Base):
         body = self.body(req)
         name, _ = ollama_ref(body)
         if name not in self.service.model_names():
-            raise falcon.HTTPNotImplemented(
-                title="Not Implemented",
-                description=(
-                    f"model {name!r} is not here, and edge-runner does not pull from a registry yet (separate work); "
-                    "add it with 'edge-runner models add' or 'edge-runner models import', or convert it with "
-                    "'edge-runner convert'"
-                ),
+            raise ModelNotFound(
+                f"model {name!r} is not here, and the server does not pull from a registry; add it with "
+                "'edge-runner models add' or 'models import', or convert it with 'edge-runner convert'"
             )
         if proto.wants_stream(body):
             resp.content_type = NDJSON

@@ -99,7 +99,6 @@ STATUS_TEXT = {
     415: "Request body of a content type other than JSON or octet-stream",
     422: "Valid JSON, invalid tensors: datatype, shape, size or input names",
     429: "Too many requests in flight or queued; retry after Retry-After seconds",
-    501: "Not built: pulling a model that is not here from a registry",
     500: "The runtime failed to load or run the model (details in the server log)",
     503: "Not ready: starting, draining, model not loaded, or over the memory budget",
     504: "Past the request deadline (--request-timeout-ms)",
@@ -124,8 +123,6 @@ def _statuses(path: str, method: str, op: Operation) -> list[int]:
         codes |= {400, 413, 415}
     if op.model_work:
         codes |= {500, 503, 504}
-    if path == "/api/pull":
-        codes.add(501)
     return sorted(codes)
 
 
