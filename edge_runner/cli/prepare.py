@@ -1,6 +1,7 @@
 """``--model-path`` sources that are not servable artifacts, converted once on first use.
 
-A Hugging Face folder, a TorchScript / ``torch.export`` file, a Keras file or a SavedModel is converted
+A Hugging Face folder (or a hub cache folder ``models--ORG--NAME``: its ``main`` snapshot), a TorchScript /
+``torch.export`` file, a Keras file or a SavedModel is converted
 with the converter stack (``edge-runner convert``) the first time a server is asked to serve it: decoder
 LLMs (``*ForCausalLM``) to GGUF (``QUANTIZATION`` or Q8_0), everything else to ONNX with the profile's
 preset. The result, with its parity report in the manifest, goes to
@@ -63,8 +64,26 @@ def _hint(path: Path) -> str:
     )
 
 
+def hub_snapshot(path: Path) -> Path:
+    """A Hugging Face hub cache folder (``models--ORG--NAME`` with ``refs/`` and ``snapshots/``) as the
+    snapshot its ``main`` ref names (or its only snapshot); any other path as it is. Nothing is downloaded."""
+    snapshots = path / "snapshots"
+    if not (path.is_dir() and path.name.startswith("models--") and snapshots.is_dir()):
+        return path
+    ref = path / "refs" / "main"
+    if ref.is_file():
+        chosen = snapshots / ref.read_text(encoding="utf-8").strip()
+        if chosen.is_dir():
+            return chosen
+    found = sorted(p for p in snapshots.iterdir() if p.is_dir())
+    if len(found) != 1:
+        raise ModelLoadError(f"{path}: no refs/main and {len(found)} snapshots; give --model-path .../snapshots/HASH")
+    return found[0]
+
+
 def servable_path(path: Path, name: str, settings: Settings, profile: Profile) -> Path:
     """``path`` itself when it is servable; else the cached (or a fresh) conversion of it."""
+    path = hub_snapshot(path)
     try:
         manifest_for_path(path, name)
         return path

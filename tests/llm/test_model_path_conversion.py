@@ -83,3 +83,20 @@ def test_keras_file_is_converted_once_and_infers(start_server: Callable[..., Ser
     got = np.asarray(answer["outputs"][0]["data"], np.float32).reshape(4, 3)
     assert answer["outputs"][0]["name"] == out["name"]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_hub_cache_folder_resolves_to_its_main_snapshot(tmp_path: Path) -> None:
+    """A hub cache laid out as huggingface_hub writes it (built here: nothing is downloaded)."""
+    from edge_runner.cli.prepare import hub_snapshot
+    from edge_runner.core.errors import ModelLoadError
+
+    repo = tmp_path / "models--org--tiny"
+    for commit in ("aaa111", "bbb222"):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    with pytest.raises(ModelLoadError, match="2 snapshots"):
+        hub_snapshot(repo)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("bbb222\n")
+    assert hub_snapshot(repo) == repo / "snapshots" / "bbb222"
+    assert hub_snapshot(tmp_path) == tmp_path  # anything else is left as it is
