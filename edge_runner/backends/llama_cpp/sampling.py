@@ -192,12 +192,8 @@ class Sampler:
             add(lib.llama_sampler_init_dist(seed & 0xFFFFFFFF))
 
     def sample(self, ctx: Any, index: int) -> int:
-        """Pick the next token from the logits at batch ``index`` (also advances grammar state).
-
-        With a grammar, the token is checked before the grammar accepts it: llama.cpp's own
-        ``llama_sampler_sample`` would accept a token the grammar forbids (the draw from an all ``-inf``
-        candidate list picks one anyway) and the grammar then aborts the whole process.
-        """
+        """Pick the next token from the logits at batch ``index`` (also advances grammar state); with
+        ``logprobs`` asked, ``last_logprobs`` describes it."""
         token = self._draw(ctx, index)
         if self.want_logprobs:
             self.last_logprobs = self._logprobs(ctx, index, token)
@@ -218,9 +214,13 @@ class Sampler:
         return float(values[token] - log_total), top
 
     def _draw(self, ctx: Any, index: int) -> int:
+        """llama.cpp's own draw; with a grammar, a checked one: ``llama_sampler_sample`` would accept a token
+        the grammar forbids (a draw from an all ``-inf`` candidate list picks one anyway), and the grammar
+        then aborts the whole process."""
         if self.candidates is None:
             return int(self.lib.llama_sampler_sample(self.chain, ctx, index))
         lib, cells, array = self.lib, self.candidates, self.candidate_array
+        array.data = cells.ctypes.data_as(ctypes.POINTER(lib.llama_token_data))  # a sampler may have moved it
         logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, index), shape=(self.n_vocab,))
         cells["id"] = np.arange(self.n_vocab, dtype=np.int32)
         cells["logit"] = logits
