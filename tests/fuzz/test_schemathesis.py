@@ -4,7 +4,7 @@ Positive and negative cases of every operation (≥ 10,000 requests in all) must
 response must match the document (status, content type, headers, body schema), and the server must
 still answer afterwards. Load/unload calls may unload a model (``keep_alive: 0``); each is followed by
 reloading every model, so the next case does not get the documented 503 of an unloaded model; so is every
-Ollama case, whose ``keep_alive`` may unload the model too.
+Ollama and OpenAI case, whose ``keep_alive`` may unload the model too.
 """
 
 from __future__ import annotations
@@ -128,8 +128,9 @@ def test_schemathesis_finds_no_server_errors(start_server: Callable[..., ServerP
     started = time.monotonic()
 
     def call_for(operation: Any) -> Callable[[Any], None]:
-        # repository load/unload, and Ollama routes (keep_alive 0 or "1ms" unloads the model)
-        restores = operation.path.startswith(("/v2/repository/models/", "/api/"))
+        # repository load/unload always; Ollama and OpenAI cases that carry keep_alive (0 or "1ms" unloads)
+        repository = operation.path.startswith("/v2/repository/models/")
+        keeps = operation.path.startswith(("/api/", "/v1/"))
 
         def call(case: Any) -> None:
             try:
@@ -138,7 +139,7 @@ def test_schemathesis_finds_no_server_errors(start_server: Callable[..., ServerP
                 code = server.proc.poll()
                 pytest.fail(f"server gone (exit {code}) after {case!r}:\n{server.log_path.read_text()[-6000:]}")
             tally.record(operation.label, case, response)
-            if restores:
+            if repository or (keeps and isinstance(case.body, dict) and "keep_alive" in case.body):
                 _restore(url, session)
 
         return call
