@@ -315,7 +315,11 @@ CHAT_RESPONSE = obj(
         "model": STRING,
         "choices": array(
             obj(
-                {"index": INTEGER, "message": obj({"role": STRING, "content": STRING}), "finish_reason": FINISH},
+                {
+                    "index": INTEGER,
+                    "message": obj({"role": STRING, "content": nullable(STRING), "tool_calls": array(TOOL_CALL)}),
+                    "finish_reason": FINISH,
+                },
                 ("index", "message", "finish_reason"),
             )
         ),
