@@ -6,7 +6,7 @@ PIP := $(BIN)/pip install --disable-pip-version-check -q -c requirements/constra
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: serve test lint typecheck unit binary clean
+.PHONY: serve test lint typecheck unit binary llama-wheel smoke-binary clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,8 +39,21 @@ test: $(VENV)/.dev-stamp lint typecheck
 unit: $(VENV)/.dev-stamp
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# dist/edge-runner-linux-<arch> (one file) and dist/edge-runner-linux-<arch>.d/ (one folder) with all four runtimes;
+# BINARY_BACKENDS=onnxruntime,openvino picks fewer. The first build compiles a portable llama.cpp wheel (~10 min on 2 cores).
+BINARY_BACKENDS ?= onnxruntime,openvino,tflite,llama_cpp
+BINARY_ARCH := $(shell uname -m)
 binary:
-	bash build/build_binary.sh
+	bash build/build_binary.sh $(BINARY_BACKENDS)
+
+# only the portable llama-cpp-python wheel (build/work/wheels/, kept in ~/.cache/edge-runner/wheels/)
+llama-wheel:
+	bash build/build_binary.sh --llama-wheel
+
+# both variants against the Python package in .venv (the reference)
+smoke-binary: $(VENV)/.runtime-stamp
+	bash build/smoke_binary.sh dist/edge-runner-linux-$(BINARY_ARCH)
+	bash build/smoke_binary.sh dist/edge-runner-linux-$(BINARY_ARCH).d/edge-runner
 
 clean:
 	rm -rf $(VENV) .venv-build dist build/work .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Entry point frozen into dist/edge-runner."""
+"""Entry point frozen into dist/edge-runner-linux-<arch> (one file) and dist/edge-runner-linux-<arch>.d/edge-runner."""
 
 import sys
 
