@@ -133,7 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_models_parser(sub: Any) -> None:
-    models = sub.add_parser("models", help="model repository: list, inspect, add, rm, export, import, keygen")
+    models = sub.add_parser(
+        "models", help="model repository: list, inspect, add, rm, export, import, keygen, package, push, pull"
+    )
     models.add_argument(
         "--model-repository",
         default=argparse.SUPPRESS,
@@ -197,6 +199,39 @@ def _add_models_parser(sub: Any) -> None:
         "Never overwrites. Needs the cryptography package (pip install 'edge-runner[sign]').",
     )
     keygen.add_argument("--out", type=Path, required=True, metavar="PREFIX", help="path prefix of the two key files")
+    _add_oci_parsers(actions)
+
+
+def _add_oci_parsers(actions: Any) -> None:
+    """``models package|push|pull``: OCI artifacts (docs/distribution.md)."""
+    package = actions.add_parser(
+        "package",
+        help="write a model version as an OCI image layout folder (manifest.json as config, files as layers)",
+    )
+    package.add_argument("model", metavar="NAME[:VER]")
+    package.add_argument("--out", type=Path, required=True, help="folder to create (appears only when complete)")
+    push = actions.add_parser("push", help="push a model version to an OCI registry (REF: host[:port]/repo[:tag])")
+    push.add_argument("model", metavar="NAME[:VER]")
+    push.add_argument("ref", metavar="REF")
+    pull = actions.add_parser(
+        "pull",
+        help="pull a model from an OCI registry (or a 'models package' folder), digests verified",
+        description="Fetch the artifact, check every blob's size and sha256 against the OCI manifest and the model's "
+        "manifest.json, and import it atomically: a refused or interrupted pull leaves no model behind.",
+    )
+    pull.add_argument("ref", metavar="REF", help="host[:port]/repo[:tag|@digest], or a folder from 'models package'")
+    pull.add_argument("--name", default=None, help="register under another name")
+    for verb in (push, pull):
+        verb.add_argument(
+            "--plain-http", action="store_true", help="use http, not https (default only for loopback registries)"
+        )
+        verb.add_argument(
+            "--docker-config",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="credentials file (default: $DOCKER_CONFIG/config.json, else ~/.docker/config.json)",
+        )
 
 
 def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Resolved, Profile]:
@@ -254,7 +289,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     resolved, profile = resolve_settings(args, os.environ)  # the one read of the environment
     settings = resolved.settings
     if args.verb == "models":
-        return cli_verbs.models(args, settings)
+        return cli_verbs.models(args, settings, os.environ)
     if args.verb == "ps":
         return cli_verbs.ps(args, settings)
     if args.verb == "doctor":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,8 @@ def _print(data: Any, as_json: bool, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
-def models(args: argparse.Namespace, settings: Settings) -> int:
-    """``models list|inspect|add|rm|export|import|keygen`` on the configured repository."""
+def models(args: argparse.Namespace, settings: Settings, environ: Mapping[str, str] | None = None) -> int:
+    """``models list|inspect|add|rm|export|import|keygen|package|push|pull`` on the configured repository."""
     root = settings.repository_root()
     # The embedded defaults are visible (list, inspect, export) but read-only (rm only touches ``root``).
     repo = ModelRepository(root, extra_roots=[DEFAULTS_DIR])
@@ -64,6 +65,8 @@ def models(args: argparse.Namespace, settings: Settings) -> int:
         )
     elif args.action == "import":
         return _import_bundle(repo, args, settings)
+    elif args.action in ("package", "push", "pull"):
+        return _oci(repo, args, settings, environ or {})
     elif args.action == "keygen":
         key_path, pub_path, key_id = generate_keypair(args.out)
         _print(
@@ -102,6 +105,49 @@ def _import_bundle(repo: ModelRepository, args: argparse.Namespace, settings: Se
         {**added.to_json(), "signature": trust.get("signature", "none")},
         args.json,
         f"imported {added.name} version {added.version} ({how})",
+    )
+    return 0
+
+
+def _docker_config(args: argparse.Namespace, environ: Mapping[str, str]) -> Path | None:
+    """Credentials file: --docker-config, else ``$DOCKER_CONFIG/config.json`` as docker reads it; None lets oras
+    read ``~/.docker/config.json``."""
+    folder = environ.get("DOCKER_CONFIG")
+    return args.docker_config or (Path(folder) / "config.json" if folder else None)
+
+
+def _oci(repo: ModelRepository, args: argparse.Namespace, settings: Settings, environ: Mapping[str, str]) -> int:
+    """``models package|push|pull`` (docs/distribution.md); oras is imported only by push and pull."""
+    from edge_runner.repository import oci
+
+    if args.action == "pull":
+        config = _docker_config(args, environ)
+        added = oci.pull(
+            repo,
+            args.ref,
+            args.name,
+            plain_http=args.plain_http,
+            docker_config=config,
+            max_bytes=settings.max_bundle_bytes,
+        )
+        digest = added.source["oci"]["digest"]
+        _print(added.to_json(), args.json, f"pulled {args.ref} ({digest}) as {added.name} version {added.version}")
+        return 0
+    name, sep, version = args.model.partition(":")
+    if sep and not version.isdigit():
+        raise InvalidInput(f"{args.model!r}: expected NAME or NAME:VERSION with a version number")
+    folder, manifest = repo.resolve(name, int(version) if sep else None)
+    if args.action == "package":
+        digest = oci.package(folder, manifest, args.out)
+        where, done = str(args.out), "packaged"
+    else:
+        config = _docker_config(args, environ)
+        digest = oci.push(folder, manifest, args.ref, plain_http=args.plain_http, docker_config=config)
+        where, done = args.ref, "pushed"
+    _print(
+        {"name": manifest.name, "version": manifest.version, "ref": where, "digest": digest},
+        args.json,
+        f"{done} {manifest.name} version {manifest.version} to {where} ({digest})",
     )
     return 0
 

@@ -1,0 +1,220 @@
+"""OCI distribution against a real registry on loopback (Debian's docker-registry, the reference distribution):
+push -> pull round trip with digests checked and the pulled model served, a tampered layer refused, docker-config
+auth against an htpasswd registry, and ``models package`` as an OCI image layout."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_runner.core.paths import DEFAULTS_DIR
+from tests.conftest import ServerProcess, free_env
+
+REGISTRY_BIN = shutil.which("docker-registry")
+DIGITS = DEFAULTS_DIR / "digits" / "1"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        REGISTRY_BIN is None,
+        reason="docker-registry is not installed (apt-get install docker-registry; .ci/run installs it)",
+    ),
+]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Registry:
+    """A ``docker-registry serve`` process storing into ``storage``, on a free loopback port."""
+
+    def __init__(self, tmp: Path, htpasswd: Path | None = None) -> None:
+        self.storage = tmp / "registry-storage"
+        self.port = _free_port()
+        auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n" if htpasswd else ""
+        config = tmp / "registry.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.storage}\n"
+            f"http:\n  addr: 127.0.0.1:{self.port}\n{auth}"
+        )
+        self.log = (tmp / "registry.log").open("w")
+        command = [str(REGISTRY_BIN), "serve", str(config)]
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.host = f"127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, (tmp / "registry.log").read_text()
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
+                return
+            except urllib.error.HTTPError:
+                return  # 401 from an htpasswd registry: it is up
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("docker-registry did not start in 30 s")
+
+    def blob(self, digest: str) -> Path:
+        """Where the registry stores a blob (distribution's filesystem driver layout)."""
+        hexdigest = digest.removeprefix("sha256:")
+        return self.storage / "docker/registry/v2/blobs/sha256" / hexdigest[:2] / hexdigest / "data"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.log.close()
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Iterator[Registry]:
+    started = Registry(tmp_path)
+    yield started
+    started.stop()
+
+
+def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runner", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+def _env(tmp: Path, repo: str) -> dict[str, str]:
+    env = free_env(tmp)
+    env["EDGE_RUNNER_MODEL_REPOSITORY"] = str(tmp / repo)
+    env["DOCKER_CONFIG"] = str(tmp / "no-docker-config")  # never the developer's own credentials
+    return env
+
+
+def _infer(url: str, model: str, x: np.ndarray) -> dict[str, list[float]]:
+    body = json.dumps(
+        {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    ).encode()
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/v2/models/{model}/infer", data=body), timeout=60) as r:
+        return {out["name"]: out["data"] for out in json.loads(r.read())["outputs"]}
+
+
+def _model_folders(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if root.is_dir() else []
+
+
+def test_push_pull_round_trip_serves_the_same_model(
+    tmp_path: Path, registry: Registry, start_server: Callable[..., ServerProcess]
+) -> None:
+    ref = f"{registry.host}/models/digits:1"
+    pushed = cli(_env(tmp_path, "source-repo"), "models", "--json", "push", "digits:1", ref)
+    assert pushed.returncode == 0, pushed.stderr
+    digest = json.loads(pushed.stdout)["digest"]
+    assert digest.startswith("sha256:")
+
+    env = _env(tmp_path, "repo")  # a fresh repository, the one the server below reads
+    pulled = cli(env, "models", "--json", "pull", ref, "--name", "copy")
+    assert pulled.returncode == 0, pulled.stderr
+    stored = json.loads(pulled.stdout)
+    assert (stored["name"], stored["version"]) == ("copy", 1)
+    assert stored["source"]["oci"] == {"ref": ref, "digest": digest}
+    original = json.loads((DIGITS / "manifest.json").read_text())
+    assert stored["parity"] == original["parity"]  # the parity report travels in the config blob
+    folder = tmp_path / "repo" / "copy" / "1"
+    for entry in original["files"]:
+        assert _sha256(folder / entry["path"]) == _sha256(DIGITS / entry["path"])
+    assert _model_folders(tmp_path / "repo") == ["copy"]
+    assert not list((tmp_path / "repo" / ".oci-blobs").rglob("*.*")), "download cache not emptied"
+
+    server = start_server("--models", "copy,digits", env=env)
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    assert _infer(server.url, "copy", x) == _infer(server.url, "digits", x)
+
+
+def test_a_tampered_layer_is_refused_and_nothing_is_imported(tmp_path: Path, registry: Registry) -> None:
+    ref = f"{registry.host}/models/digits:1"
+    assert cli(_env(tmp_path, "source-repo"), "models", "push", "digits", ref).returncode == 0
+    model_file = registry.blob("sha256:" + _sha256(DIGITS / "model.onnx"))
+    data = bytearray(model_file.read_bytes())
+    data[100:104] = b"EVIL"  # same size, other bytes: only the digest can tell
+    model_file.write_bytes(bytes(data))
+
+    env = _env(tmp_path, "repo")
+    pulled = cli(env, "models", "pull", ref, "--name", "evil")
+    assert pulled.returncode == 1, pulled.stdout
+    assert "tampered" in pulled.stderr and "nothing was imported" in pulled.stderr, pulled.stderr
+    assert "Traceback" not in pulled.stderr
+    assert _model_folders(tmp_path / "repo") == []
+    assert not list((tmp_path / "repo").glob(".tmp-*"))
+    listed = json.loads(cli(env, "models", "--json", "list").stdout)
+    assert "evil" not in {m["name"] for m in listed}
+
+
+def test_credentials_come_from_the_docker_config(tmp_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        crypt = pytest.importorskip("crypt", reason="the crypt module makes the bcrypt htpasswd entry")
+        hashed = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH))
+    if not hashed or not hashed.startswith("$2"):
+        pytest.skip("this libcrypt cannot make bcrypt hashes for htpasswd")
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text(f"alice:{hashed}\n")
+    registry = Registry(tmp_path, htpasswd)
+    try:
+        ref = f"{registry.host}/private/digits:1"
+        env = _env(tmp_path, "repo")
+        refused = cli(env, "models", "push", "digits", ref)
+        assert refused.returncode == 1 and "credentials" in refused.stderr, refused.stderr
+        config = tmp_path / "docker" / "config.json"
+        config.parent.mkdir()
+        token = base64.b64encode(b"alice:s3cret").decode()
+        config.write_text(json.dumps({"auths": {registry.host: {"auth": token}}}))
+        env["DOCKER_CONFIG"] = str(config.parent)
+        pushed = cli(env, "models", "push", "digits", ref)
+        assert pushed.returncode == 0, pushed.stderr
+        pulled = cli(env, "models", "pull", ref, "--name", "private")
+        assert pulled.returncode == 0, pulled.stderr
+        assert _model_folders(tmp_path / "repo") == ["private"]
+    finally:
+        registry.stop()
+
+
+def test_package_writes_an_oci_layout_that_pulls_back(tmp_path: Path) -> None:
+    env = _env(tmp_path, "repo")
+    out = tmp_path / "digits-oci"
+    packaged = cli(env, "models", "--json", "package", "digits", "--out", str(out))
+    assert packaged.returncode == 0, packaged.stderr
+    digest = json.loads(packaged.stdout)["digest"]
+    oras_layout = pytest.importorskip("oras.layout")
+    oras_layout.Layout(str(out)).validate()  # the layout checks of the OCI client library
+    index = json.loads((out / "index.json").read_text())
+    assert {m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]} == {"1", "latest"}
+    manifest = json.loads((out / "blobs" / "sha256" / digest.removeprefix("sha256:")).read_bytes())
+    assert manifest["config"]["mediaType"] == "application/vnd.edge-runner.model.config.v1+json"
+    assert [layer["annotations"]["org.opencontainers.image.title"] for layer in manifest["layers"]] == ["model.onnx"]
+    again = cli(env, "models", "package", "digits", "--out", str(out))
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+    pulled = cli(env, "models", "pull", str(out), "--name", "from-layout")
+    assert pulled.returncode == 0, pulled.stderr
+    assert _sha256(tmp_path / "repo" / "from-layout" / "1" / "model.onnx") == _sha256(DIGITS / "model.onnx")
