@@ -143,6 +143,12 @@ class Settings:
         "other Origin headers get 403",
         to_str_list,
     )
+    pull_registries: tuple[str, ...] = _setting(
+        (),
+        "OCI registries (host[:port]) that POST /api/pull may fetch from; empty: the server fetches nothing "
+        "(a server-side fetch of any URL a client names would be a request forgery hole)",
+        to_str_list,
+    )
     url: str = _setting("http://127.0.0.1:8000", "server address the client verbs (ps, bench) talk to", str, flag=False)
 
     def repository_root(self) -> Path:

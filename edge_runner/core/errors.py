@@ -54,6 +54,12 @@ class Forbidden(EdgeRunnerError):
     code = "forbidden"
 
 
+class RegistryError(EdgeRunnerError):
+    """An OCI registry cannot be reached, refuses us, or holds no edge-runner model at the reference."""
+
+    code = "registry_error"
+
+
 class UnsupportedMediaType(InvalidInput):
     """A request body of a content type the route does not take."""
 

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from edge_runner.core.errors import EdgeRunnerError, IntegrityError, InvalidInput, ManifestError
+from edge_runner.core.errors import IntegrityError, InvalidInput, ManifestError, RegistryError
 from edge_runner.core.manifest import MANIFEST_NAME, FileEntry, Manifest, sha256_file, verify_files, write_manifest
 from edge_runner.repository.store import ModelRepository, validate_name
 
@@ -47,12 +47,6 @@ _DIGEST_RE = re.compile(r"^sha256:([0-9a-f]{64})$")
 Json = dict[str, Any]
 #: gives the local file of a blob (by its descriptor), fetching it first where needed
 Fetch = Callable[[Json], Path]
-
-
-class RegistryError(EdgeRunnerError):
-    """The registry cannot be reached, refuses us, or holds no edge-runner model at the reference."""
-
-    code = "registry_error"
 
 
 def _hex(digest: object) -> str:

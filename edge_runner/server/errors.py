@@ -29,6 +29,7 @@ STATUS_TABLE: tuple[tuple[type[e.EdgeRunnerError], int], ...] = (
     (e.MemoryBudgetExceeded, 503),
     (e.RequestTimeout, 504),
     (e.RequestCancelled, 499),  # nginx's "client closed request": nobody reads it, the logs and metrics do
+    (e.RegistryError, 502),  # the registry behind /api/pull failed us, not the client
     (e.ModelLoadError, 500),
     (e.InferenceError, 500),
 )

@@ -23,7 +23,7 @@ import falcon
 
 from edge_runner import __version__
 from edge_runner.backends.text_encoder import EMBEDDING_TASKS
-from edge_runner.core.errors import ModelNotFound, ModelNotReady
+from edge_runner.core.errors import Forbidden, ModelNotFound, ModelNotReady
 from edge_runner.core.generation import GenerationRequest
 from edge_runner.core.manifest import MANIFEST_NAME, Manifest
 from edge_runner.protocol import ollama as proto
@@ -238,21 +238,40 @@ class VersionResource:
 
 
 class PullResource(_Base):
-    """``POST /api/pull``: a model that is already here answers success; pulling from a registry is not built."""
+    """``POST /api/pull``: a model already here answers success; an OCI reference (``host[:port]/repo[:tag]``,
+    anything with a ``/``) is pulled into the repository, digests verified, and served under its own name."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
-        name, _ = ollama_ref(body)
-        if name not in self.service.model_names():
-            raise ModelNotFound(
-                f"model {name!r} is not here, and the server does not pull from a registry; add it with "
-                "'edge-runner models add' or 'models import', or convert it with 'edge-runner convert'"
-            )
+        model = body.get("model") or body.get("name")
+        statuses: list[dict[str, Any]] = [{"status": "success"}]
+        if isinstance(model, str) and "/" in model:
+            registry = model.split("/", 1)[0]
+            if registry not in self.service.settings.pull_registries:
+                allowed = ", ".join(self.service.settings.pull_registries) or "none"
+                raise Forbidden(
+                    f"this server pulls only from the registries in pull_registries ({allowed}); add {registry!r} "
+                    f"there (EDGE_RUNNER_PULL_REGISTRIES), or pull with 'edge-runner models pull {model}'"
+                )
+            manifest = self.service.pull(model)
+            log.info("pulled %s as %s version %d", model, manifest.name, manifest.version)
+            statuses = [
+                {"status": "pulling manifest"},
+                {"status": f"verified {len(manifest.files)} layers", "completed": sum(f.size for f in manifest.files)},
+                {"status": "success", "model": f"{manifest.name}:{manifest.version}"},
+            ]
+        else:
+            name, _ = ollama_ref(body)
+            if name not in self.service.model_names():
+                raise ModelNotFound(
+                    f"model {name!r} is not here; pull it by its OCI reference (host[:port]/repository[:tag]), "
+                    "or add it with 'edge-runner models add' / 'models import', or convert it ('edge-runner convert')"
+                )
         if proto.wants_stream(body):
             resp.content_type = NDJSON
-            resp.data = _line({"status": "success"})
+            resp.data = b"".join(_line(status) for status in statuses)
         else:
-            resp.media = {"status": "success"}
+            resp.media = statuses[-1]
 
 
 def ollama_routes(service: ModelService) -> list[Route]:
@@ -266,5 +285,5 @@ def ollama_routes(service: ModelService) -> list[Route]:
         Route("/api/generate", GenerateResource(service), "Generation (NDJSON stream unless stream=false)", "ollama"),
         Route("/api/embed", EmbedResource(service), "Embeddings of a string or a list", "ollama"),
         Route("/api/embeddings", EmbeddingsResource(service), "Embedding of one prompt (older API)", "ollama"),
-        Route("/api/pull", PullResource(service), "Success for a local model; 501 otherwise", "ollama"),
+        Route("/api/pull", PullResource(service), "Pull an OCI reference; success for a local model", "ollama"),
     ]

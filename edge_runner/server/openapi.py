@@ -100,6 +100,7 @@ STATUS_TEXT = {
     422: "Valid JSON, invalid tensors: datatype, shape, size or input names",
     429: "Too many requests in flight or queued; retry after Retry-After seconds",
     500: "The runtime failed to load or run the model (details in the server log)",
+    502: "The OCI registry behind /api/pull failed (unreachable, refused the login, or no model there)",
     503: "Not ready: starting, draining, model not loaded, or over the memory budget",
     504: "Past the request deadline (--request-timeout-ms)",
 }
@@ -123,6 +124,8 @@ def _statuses(path: str, method: str, op: Operation) -> list[int]:
         codes |= {400, 413, 415}
     if op.model_work:
         codes |= {500, 503, 504}
+    if path == "/api/pull":
+        codes.add(502)
     return sorted(codes)
 
 

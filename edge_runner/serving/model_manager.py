@@ -79,6 +79,17 @@ class ModelManager:
         except EdgeRunnerError:
             return None
 
+    def pull(self, ref: str) -> Manifest:
+        """Import the model at an OCI registry reference into the repository (next version, its own name);
+        credentials from the docker config of the server's user. Refused when serving an external path."""
+        if self.external:
+            raise UnsupportedOperation("this server serves one --model-path; it has no repository to pull into")
+        from edge_runner.repository import oci
+
+        return oci.pull(
+            self.repository, ref, None, plain_http=False, docker_config=None, max_bytes=self.settings.max_bundle_bytes
+        )
+
     def _versions(self, name: str) -> list[int]:
         if self.external:
             if name not in self.external:

@@ -218,3 +218,39 @@ def test_package_writes_an_oci_layout_that_pulls_back(tmp_path: Path) -> None:
     pulled = cli(env, "models", "pull", str(out), "--name", "from-layout")
     assert pulled.returncode == 0, pulled.stderr
     assert _sha256(tmp_path / "repo" / "from-layout" / "1" / "model.onnx") == _sha256(DIGITS / "model.onnx")
+
+
+def test_ollama_pull_fetches_only_from_allowed_registries(
+    tmp_path: Path, registry: Registry, start_server: Callable[..., ServerProcess]
+) -> None:
+    """The official ollama client's pull() of an OCI reference: imported, verified and served under the model's
+    own name; a registry not in pull_registries is refused before any fetch (no server-side request forgery)."""
+    ollama = pytest.importorskip("ollama")
+    source = _env(tmp_path, "source-repo")
+    assert cli(source, "models", "pull", f"{registry.host}/none:0", "--name", "x").returncode != 0  # empty registry
+    added = cli(source, "models", "add", str(DIGITS), "--name", "mnist-like")
+    assert added.returncode == 0, added.stderr
+    ref = f"{registry.host}/models/mnist-like:1"
+    assert cli(source, "models", "push", "mnist-like:1", ref).returncode == 0
+
+    env = _env(tmp_path, "repo")
+    refused = start_server(env=env)
+    with pytest.raises(ollama.ResponseError) as forbidden:
+        ollama.Client(host=refused.url).pull(ref)
+    assert forbidden.value.status_code == 403 and "pull_registries" in forbidden.value.error
+    assert _model_folders(tmp_path / "repo") == []
+    refused.stop()
+
+    server = start_server(env={**env, "EDGE_RUNNER_PULL_REGISTRIES": registry.host})
+    client = ollama.Client(host=server.url)
+    statuses = [part.status for part in client.pull(ref, stream=True)]
+    assert statuses[-1] == "success" and _model_folders(tmp_path / "repo") == ["mnist-like"]
+    assert "mnist-like:latest" in {m.model for m in client.list().models}
+    urllib.request.urlopen(
+        urllib.request.Request(f"{server.url}/v2/repository/models/mnist-like/load", data=b"{}"), timeout=60
+    ).close()
+    x = np.random.default_rng(1).random((1, 1, 8, 8), dtype=np.float32)
+    assert _infer(server.url, "mnist-like", x) == _infer(server.url, "digits", x)
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.pull(f"{registry.host}/models/absent:1")
+    assert missing.value.status_code == 502

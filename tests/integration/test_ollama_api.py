@@ -231,7 +231,7 @@ def test_errors_and_pull(client: Any) -> None:
     assert client.pull("tiny-llm").status == "success"  # already here: nothing to pull
     with pytest.raises(ollama.ResponseError) as pull:
         client.pull("llama3.2")
-    assert pull.value.status_code == 404 and "does not pull from a registry" in pull.value.error
+    assert pull.value.status_code == 404 and "pull it by its OCI reference" in pull.value.error
 
 
 def test_client_disconnect_frees_the_slot(server: ServerProcess) -> None:
