@@ -1,13 +1,15 @@
 """Hugging Face architectures -> GGUF hyper-parameters and tensors.
 
-Supported: Llama-family decoders (``LlamaForCausalLM``, ``MistralForCausalLM`` -> GGUF arch
-``llama``; ``Qwen2ForCausalLM`` -> ``qwen2``) and BERT-style encoders (``BertModel`` and the
-sentence-transformers layout -> ``bert``). Tensor names come from the ``gguf`` package's maps.
+Supported: the decoders of :data:`converters.gguf.families.DECODERS` (llama, mistral, qwen2, qwen3,
+qwen3 MoE, gemma 1/2/3, phi3, gpt2, starcoder2) and BERT-style encoders (``BertModel`` and the
+sentence-transformers layout -> ``bert``). Tensor names come from the ``gguf`` package's maps; the
+per-family transforms (rotary permutation, Gemma's norm shift, GPT-2's Conv1D) from ``families``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,20 +18,38 @@ from typing import Any
 import gguf
 import numpy as np
 
+from converters.gguf.families import (
+    CONV1D_SUFFIXES,
+    DECODERS,
+    MODEL_TYPES,
+    Family,
+    UnsupportedModel,
+    hparam,
+    rope_tensors,
+)
 from converters.gguf.weights import iter_hf_tensors
 
-_DECODERS = {
-    "LlamaForCausalLM": gguf.MODEL_ARCH.LLAMA,
-    "MistralForCausalLM": gguf.MODEL_ARCH.LLAMA,
-    "Qwen2ForCausalLM": gguf.MODEL_ARCH.QWEN2,
-}
+__all__ = ["Architecture", "UnsupportedModel", "add_hparams", "detect", "iter_gguf_tensors", "supported_names"]
+
 _ENCODERS = {"BertModel": gguf.MODEL_ARCH.BERT, "BertForMaskedLM": gguf.MODEL_ARCH.BERT}
-_SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "position_ids", "pooler.dense.weight", "pooler.dense.bias")
+_SKIPPED_SUFFIXES = (
+    "rotary_emb.inv_freq",
+    "position_ids",
+    "pooler.dense.weight",
+    "pooler.dense.bias",
+    ".attn.bias",  # GPT-2's causal-mask buffers in old checkpoints
+    ".attn.masked_bias",
+)
 _POOLING = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "lasttoken": gguf.PoolingType.LAST}
 
 
-class UnsupportedModel(ValueError):
-    """The Hugging Face folder holds an architecture or layout this converter does not handle."""
+# vision-language checkpoints (transformers 4.x/5.x layouts): the text model's tensors, the rest skipped
+_TEXT_PREFIXES = (
+    ("language_model.model.", "model."),
+    ("model.language_model.", "model."),
+    ("language_model.lm_head.", "lm_head."),
+)
+_VISION_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
 
 
 @dataclass(frozen=True)
@@ -40,6 +60,7 @@ class Architecture:
     arch: gguf.MODEL_ARCH
     is_encoder: bool
     config: dict[str, Any]
+    family: Family | None = None
 
     @property
     def gguf_name(self) -> str:
@@ -49,7 +70,7 @@ class Architecture:
     @property
     def n_layers(self) -> int:
         """Number of transformer blocks."""
-        return int(self.config["num_hidden_layers"])
+        return int(hparam(self.config, "num_hidden_layers", "n_layer"))
 
 
 def detect(src: Path) -> Architecture:
@@ -59,49 +80,64 @@ def detect(src: Path) -> Architecture:
         raise UnsupportedModel(f"{src} has no config.json: pass a Hugging Face model folder")
     config = json.loads(config_path.read_text(encoding="utf-8"))
     for name in config.get("architectures") or [_guess_architecture(config)]:
-        if name in _DECODERS:
-            return Architecture(name, _DECODERS[name], False, config)
+        if name in DECODERS:
+            family = DECODERS[name]
+            if family.multimodal:
+                config = _text_config(src, config)
+            return Architecture(name, family.arch, False, config, family)
         if name in _ENCODERS:
             return Architecture(name, _ENCODERS[name], True, config)
-    supported = ", ".join(sorted({*_DECODERS, *_ENCODERS}))
-    raise UnsupportedModel(f"{src}: architectures {config.get('architectures')} not supported; supported: {supported}")
-
-
-def _guess_architecture(config: dict[str, Any]) -> str:
-    return {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM"}.get(
-        str(config.get("model_type")), "BertModel" if config.get("model_type") == "bert" else ""
+    raise UnsupportedModel(
+        f"{src}: architectures {config.get('architectures')} not supported for GGUF; supported: {supported_names()}"
     )
 
 
-def _rope_theta(config: dict[str, Any]) -> float:
-    # transformers 5 nests it in rope_parameters; 4.x keeps it at the top level
-    params = config.get("rope_parameters") or {}
-    return float(params.get("rope_theta", config.get("rope_theta", 10000.0)))
+def _text_config(src: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The language model's settings of a vision-language checkpoint, defaults filled by transformers."""
+    try:
+        from transformers import AutoConfig
+
+        text = AutoConfig.from_pretrained(src).get_text_config().to_dict()
+    except (ImportError, OSError, ValueError):
+        text = dict(config.get("text_config") or {})
+    if not text.get("num_hidden_layers"):
+        raise UnsupportedModel(f"{src}: no text_config with the language model's settings")
+    return {**text, "architectures": config.get("architectures")}
+
+
+def text_tensor_name(hf_name: str) -> str | None:
+    """The language model's name of a vision-language checkpoint tensor; None for vision/projector ones."""
+    for prefix, replacement in _TEXT_PREFIXES:
+        if hf_name.startswith(prefix):
+            return replacement + hf_name[len(prefix) :]
+    return None if hf_name.startswith(_VISION_PREFIXES) else hf_name
+
+
+def supported_names() -> str:
+    """The Hugging Face classes this converter handles, for error messages and docs."""
+    return ", ".join(sorted({*DECODERS, *_ENCODERS}))
+
+
+def _guess_architecture(config: dict[str, Any]) -> str:
+    model_type = str(config.get("model_type"))
+    return MODEL_TYPES.get(model_type, "BertModel" if model_type == "bert" else "")
 
 
 def add_hparams(writer: gguf.GGUFWriter, arch: Architecture, src: Path) -> None:
     """Write the architecture's hyper-parameters into the GGUF header."""
+    if arch.family is not None:
+        arch.family.hparams(writer, arch.config)
+        return
     cfg = arch.config
-    n_head = int(cfg["num_attention_heads"])
     writer.add_context_length(int(cfg.get("max_position_embeddings", 2048)))
     writer.add_embedding_length(int(cfg["hidden_size"]))
     writer.add_feed_forward_length(int(cfg["intermediate_size"]))
     writer.add_block_count(arch.n_layers)
-    writer.add_head_count(n_head)
-    if arch.is_encoder:
-        writer.add_layer_norm_eps(float(cfg.get("layer_norm_eps", 1e-12)))
-        writer.add_causal_attention(False)
-        writer.add_pooling_type(_pooling_type(src))
-        writer.add_token_type_count(int(cfg.get("type_vocab_size", 2)))
-        return
-    head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // n_head)
-    writer.add_head_count_kv(int(cfg.get("num_key_value_heads") or n_head))
-    writer.add_layer_norm_rms_eps(float(cfg.get("rms_norm_eps", 1e-6)))
-    writer.add_rope_freq_base(_rope_theta(cfg))
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_key_length(head_dim)
-    writer.add_value_length(head_dim)
-    writer.add_vocab_size(int(cfg["vocab_size"]))
+    writer.add_head_count(int(cfg["num_attention_heads"]))
+    writer.add_layer_norm_eps(float(cfg.get("layer_norm_eps", 1e-12)))
+    writer.add_causal_attention(False)
+    writer.add_pooling_type(_pooling_type(src))
+    writer.add_token_type_count(int(cfg.get("type_vocab_size", 2)))
 
 
 def _pooling_type(src: Path) -> gguf.PoolingType:
@@ -127,27 +163,41 @@ def _rotary_permute(weight: np.ndarray, n_head: int) -> np.ndarray:
 def iter_gguf_tensors(arch: Architecture, src: Path) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(gguf_name, float32 array)`` for every tensor llama.cpp needs."""
     name_map = gguf.get_tensor_name_map(arch.arch, arch.n_layers)
+    family = arch.family or Family(arch.arch)
     cfg = arch.config
-    n_head = int(cfg["num_attention_heads"])
-    n_kv = int(cfg.get("num_key_value_heads") or n_head)
-    permute = arch.arch == gguf.MODEL_ARCH.LLAMA
-    for hf_name, array in iter_hf_tensors(src):
-        if hf_name.endswith(_SKIPPED_SUFFIXES):
+    n_head = int(hparam(cfg, "num_attention_heads", "n_head"))
+    n_kv = int(hparam(cfg, "num_key_value_heads", default=n_head))
+    tensors = iter_hf_tensors(src)
+    if family.moe:
+        tensors = stack_experts(tensors, int(hparam(cfg, "num_experts", "num_local_experts")))
+    for stored_name, array in tensors:
+        hf_name = text_tensor_name(stored_name) if family.multimodal else stored_name
+        if (
+            hf_name is None
+            or hf_name.endswith(_SKIPPED_SUFFIXES)
+            or (family.drop_lm_head and hf_name == "lm_head.weight")
+        ):
             continue
         name = _map_name(name_map, hf_name)
         if name is None:
             raise UnsupportedModel(f"tensor {hf_name!r} has no GGUF name for arch {arch.gguf_name}")
-        if permute and ".attn_q." in name:
+        if family.rotary_permute and ".attn_q." in name:
             array = _rotary_permute(array, n_head)
-        elif permute and ".attn_k." in name:
+        elif family.rotary_permute and ".attn_k." in name:
             array = _rotary_permute(array, n_kv)
+        elif family.conv1d_transpose and hf_name.endswith(CONV1D_SUFFIXES):
+            array = np.ascontiguousarray(array.T)
+        if family.norm_shift and name.endswith("norm.weight"):
+            array = array + np.float32(family.norm_shift)
         yield name, array
+    if arch.family is not None:
+        yield from rope_tensors(cfg)
 
 
 def _map_name(name_map: gguf.TensorNameMap, hf_name: str) -> str | None:
     suffixes = (".weight", ".bias")
     candidates = [hf_name]
-    for prefix in ("bert.", "model.", "0.auto_model."):
+    for prefix in ("bert.", "model.", "0.auto_model.", "transformer."):
         if hf_name.startswith(prefix):
             candidates.append(hf_name[len(prefix) :])
     for candidate in candidates:
@@ -158,9 +208,31 @@ def _map_name(name_map: gguf.TensorNameMap, hf_name: str) -> str | None:
 
 
 # llama.cpp adds a row of these directly (no get_rows conversion), so they must stay F32
-_ALWAYS_F32 = ("token_types.weight", "position_embd.weight")
+# (and the MoE router, which llama.cpp's quantizer never touches either)
+_ALWAYS_F32 = ("token_types.weight", "position_embd.weight", "ffn_gate_inp.weight")
 
 
 def is_norm_or_bias(gguf_name: str, array: np.ndarray) -> bool:
-    """Tensors that stay F32 in every GGUF file type: 1-D ones (norms, biases) and BERT's added embeddings."""
-    return array.ndim == 1 or gguf_name.endswith(".bias") or gguf_name in _ALWAYS_F32
+    """Tensors that stay F32 in every GGUF file type: 1-D ones (norms, biases), BERT's added embeddings, routers."""
+    return array.ndim == 1 or gguf_name.endswith((".bias", *_ALWAYS_F32))
+
+
+_EXPERT = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<index>\d+)\.(?P<proj>\w+)\.weight$")
+
+
+def stack_experts(tensors: Iterator[tuple[str, np.ndarray]], n_experts: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Per-expert ``...mlp.experts.<i>.<proj>.weight`` -> one ``(n_experts, out, in)`` tensor per projection."""
+    pending: dict[tuple[str, str], dict[int, np.ndarray]] = {}
+    for name, array in tensors:
+        match = _EXPERT.match(name)
+        if match is None:
+            yield name, array
+            continue
+        key = (match["prefix"], match["proj"])
+        experts = pending.setdefault(key, {})
+        experts[int(match["index"])] = array
+        if len(experts) == n_experts:
+            del pending[key]
+            yield f"{key[0]}.{key[1]}.weight", np.stack([experts[i] for i in range(n_experts)])
+    if pending:
+        raise UnsupportedModel(f"incomplete experts (expected {n_experts} each): {sorted(pending)}")

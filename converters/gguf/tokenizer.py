@@ -43,7 +43,9 @@ def _pre_tokenizer_name(tokenizer_json: dict[str, Any]) -> str:
             log.warning("unknown pre-tokenizer regex; llama.cpp will use its default split")
             return "default"
     if any(step.get("type") == "ByteLevel" and step.get("use_regex", True) for step in steps):
-        return "gpt-2"
+        # SmolLM / StarCoder split every digit before the GPT-2 regex
+        digits = any(step.get("type") == "Digits" and step.get("individual_digits") for step in steps)
+        return "smollm" if digits else "gpt-2"
     return "default"
 
 
@@ -78,6 +80,20 @@ def _pad_to(tokens: list[bytes], types: list[int], scores: list[float], n_vocab:
         scores.append(-1000.0)
 
 
+def _spm_space_prefix(tokenizer_json: dict[str, Any]) -> bool:
+    """Whether the SentencePiece pipeline prepends U+2581 (Llama-2, Phi-3: yes; Gemma: no)."""
+    steps: list[dict[str, Any]] = []
+    for part in ("normalizer", "pre_tokenizer"):
+        node = tokenizer_json.get(part) or {}
+        steps.extend(node.get("normalizers") or node.get("pretokenizers") or [node])
+    for step in steps:
+        if step.get("type") == "Prepend" and step.get("prepend") == "\u2581":
+            return True
+        if step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") != "never":
+            return bool(step.get("add_prefix_space", True))
+    return False
+
+
 def _bpe_like(src: Path, tokenizer_json: dict[str, Any]) -> tuple[str, Any]:
     model = tokenizer_json.get("model", {})
     if model.get("type") == "BPE" and model.get("byte_fallback"):
@@ -100,6 +116,10 @@ def add_bpe_vocab(writer: gguf.GGUFWriter, src: Path, n_vocab: int) -> None:
         # SentencePiece-style BPE ranks pieces by score; the vocab is in merge order
         scores.append(-float(index) if model_name == "llama" and kind == gguf.TokenType.NORMAL else float(score))
         types.append(int(gguf.TokenType.CONTROL if index in specials else kind))
+    if len(tokens) > n_vocab:
+        # ids past the embedding rows can never be produced; llama.cpp refuses a longer token list
+        log.warning("%s: %d tokenizer ids beyond vocab_size %d dropped", src, len(tokens) - n_vocab, n_vocab)
+        del tokens[n_vocab:], types[n_vocab:], scores[n_vocab:]
     _pad_to(tokens, types, scores, n_vocab)
     writer.add_tokenizer_model(model_name)
     effective = _effective_tokenizer_json(src, tokenizer_json) if model_name == "gpt2" else {}
@@ -108,6 +128,7 @@ def add_bpe_vocab(writer: gguf.GGUFWriter, src: Path, n_vocab: int) -> None:
     writer.add_token_types(types)
     if model_name == "llama":
         writer.add_token_scores(scores)
+        writer.add_add_space_prefix(_spm_space_prefix(tokenizer_json))
     gguf.SpecialVocab(src, load_merges=model_name == "gpt2", n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_runner.core.paths import DEFAULTS_DIR
+from tests.llm import gguf_fixtures
 
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -100,3 +101,36 @@ def tiny_llm_dir() -> Path:
     if not (TINY_LLM / "model.gguf").is_file():
         pytest.skip("tiny-llm is not built yet: python scripts/train_tiny_llm.py")
     return TINY_LLM
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dirs(tmp_path_factory: pytest.TempPathFactory, bpe_tokenizer_dir: Path) -> Callable[[str], Path]:
+    """Factory: a tokenizer folder by kind: ``bpe`` (bpe_tokenizer_dir), ``spm-*``, ``llama3``, ``smollm``."""
+    made: dict[str, Path] = {"bpe": bpe_tokenizer_dir}
+
+    def make(kind: str) -> Path:
+        if kind not in made:
+            folder = tmp_path_factory.mktemp(f"tok-{kind}")
+            if kind.startswith("spm-"):
+                made[kind] = gguf_fixtures.build_spm_tokenizer(folder, kind.removeprefix("spm-"))
+            else:
+                made[kind] = gguf_fixtures.build_byte_level_tokenizer(folder, kind)
+        return made[kind]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def case_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer_dirs: Callable[[str], Path]) -> Callable[[str], Path]:
+    """Factory: the tiny HF folder of a ``gguf_fixtures.CASES`` entry, built once per session."""
+    made: dict[str, Path] = {}
+
+    def make(case: str) -> Path:
+        if case not in made:
+            kind, tokenizer_kind = gguf_fixtures.CASES[case][:2]
+            made[case] = gguf_fixtures.build_hf_decoder(
+                kind, tmp_path_factory.mktemp(f"hf-{case}"), tokenizer_dirs(tokenizer_kind)
+            )
+        return made[case]
+
+    return make

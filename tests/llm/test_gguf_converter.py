@@ -107,8 +107,8 @@ def test_drift_beyond_threshold_fails_loudly_unless_allowed(
 
 
 def test_unsupported_architecture_is_named(tmp_path: Path) -> None:
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["GPT2LMHeadModel"]}))
-    with pytest.raises(UnsupportedModel, match="GPT2LMHeadModel"):
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["FalconForCausalLM"]}))
+    with pytest.raises(UnsupportedModel, match="FalconForCausalLM"):
         convert_to_gguf(tmp_path, tmp_path / "out")
 
 
