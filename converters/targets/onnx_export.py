@@ -31,7 +31,8 @@ def export_onnx(source: Source, out_file: Path, opset: int | None) -> list[Path]
 def _example_args(source: Source) -> tuple[Any, ...]:
     import torch
 
-    feeds = generated_feeds(source.inputs, 2, source.int_high)
+    fixed = [s.dims[0] for s in source.inputs if s.dims and 0 not in s.dynamic_axes]
+    feeds = generated_feeds(source.inputs, fixed[0] if fixed else 2, source.int_high)
     return tuple(torch.from_numpy(feeds[s.name]) for s in source.inputs)
 
 

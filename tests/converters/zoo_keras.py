@@ -51,3 +51,27 @@ def build_keras_zoo(folder: Path) -> dict[str, Path]:
     v2.save(str(paths["mobilenet_v2_h5"]))
     v3.save(str(paths["mobilenet_v3"]))
     return paths
+
+
+def build_keras_apps(folder: Path) -> dict[str, tuple[Path, int]]:
+    """EfficientNetB0, MobileNetV3Small and DenseNet121 at 64x64, weights=None, logits out: (path, image size)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    keras.utils.set_random_seed(0)
+    apps = keras.applications
+    models = {
+        "efficientnet_b0": apps.EfficientNetB0(
+            weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None
+        ),
+        "mobilenet_v3_small": apps.MobileNetV3Small(
+            weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None
+        ),
+        "densenet121": apps.DenseNet121(weights=None, input_shape=(64, 64, 3), classes=10, classifier_activation=None),
+    }
+    paths = {}
+    for name, model in models.items():
+        _settle_batchnorm(model, 64)
+        paths[name] = (folder / f"{name}.keras", 64)
+        model.save(str(paths[name][0]))
+    return paths

@@ -151,3 +151,30 @@ def build_hf_zoo(folder: Path) -> dict[str, Path]:
             tokenizer(path)
         paths[name] = path
     return paths
+
+
+def build_static_programs(folder: Path) -> dict[str, Path]:
+    """``torch.export`` programs saved without dynamic_shapes: a CNN (batch-free graph) and a fixed-batch view."""
+    import torch
+
+    class Flatten2(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x.view(2, -1) * 0.5).tanh()  # the batch of 2 is baked into the graph
+
+    torch.manual_seed(0)
+    spec = importlib_module(write_module(folder))
+    paths = {"cnn_static": folder / "cnn_static.pt2", "view_static": folder / "view_static.pt2"}
+    torch.export.save(torch.export.export(spec.TinyCNN().eval(), (torch.randn(2, 3, 16, 16),)), paths["cnn_static"])
+    torch.export.save(torch.export.export(Flatten2().eval(), (torch.randn(2, 3, 4),)), paths["view_static"])
+    return paths
+
+
+def importlib_module(path: Path) -> object:
+    """Import ``tiny_models.py`` under a private name."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tiny_models_static", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
