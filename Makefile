@@ -55,5 +55,13 @@ smoke-binary: $(VENV)/.runtime-stamp
 	bash build/smoke_binary.sh dist/edge-runner-linux-$(BINARY_ARCH)
 	bash build/smoke_binary.sh dist/edge-runner-linux-$(BINARY_ARCH).d/edge-runner
 
+# linux/aarch64 on an x86_64 Debian 12 host, as root, under qemu (not part of `make test`; ~40 min the first time on
+# 2 busy cores, ~15 min once the rootfs and the wheel exist): qemu 10 from
+# bookworm-backports, an arm64 rootfs in build/work/aarch64/, llama.cpp cross-compiled, then the smoke test on the
+# one file under qemu against .venv's python -m edge_runner. See docs/deployment.md, "aarch64".
+.PHONY: binary-aarch64
+binary-aarch64: $(VENV)/.runtime-stamp
+	bash build/build_binary_aarch64.sh --smoke $(BINARY_BACKENDS)
+
 clean:
 	rm -rf $(VENV) .venv-build dist build/work .pytest_cache .mypy_cache .ruff_cache

@@ -15,6 +15,8 @@
 #   - `doctor --json` reports all four runtimes available; `--version`; `convert` exits non-zero and says how to
 #     get the converter.
 # Exits non-zero, naming each failed check, on any failure.
+# EDGE_RUNNER_SMOKE_TIMEOUT_SCALE (default 1) multiplies every timeout: a binary of another architecture run under
+# qemu user emulation (build/build_binary_aarch64.sh --smoke) starts and answers several times slower.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 if [ $# -ne 1 ]; then
@@ -51,6 +53,9 @@ ROOT = Path(sys.argv[2])
 REFERENCE = [sys.executable, "-m", "edge_runner"]
 TMP = Path(tempfile.mkdtemp(prefix="edge-runner-smoke-"))
 failures: list[str] = []
+SCALE = float(os.environ.get("EDGE_RUNNER_SMOKE_TIMEOUT_SCALE", "1"))
+# the servers' own per-request deadline (default 30 s) scaled too; unchanged (not passed) at scale 1
+slow_deadline = ["--request-timeout-ms", str(int(30000 * SCALE))] if SCALE != 1 else []
 
 
 def check(condition: bool, what: str, detail: str = "") -> bool:
@@ -72,7 +77,7 @@ def cli(command: list[str], side: str, *args: str, timeout: float = 180) -> subp
         env=env_for(side),
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=timeout * SCALE,
         stdin=subprocess.DEVNULL,
         cwd=TMP,
     )
@@ -84,7 +89,7 @@ class Server:
         self.ready = TMP / side / "port"
         self.log = TMP / side / "server.log"
         self.proc = subprocess.Popen(
-            [*command, "serve", "--port", "0", "--ready-file", str(self.ready), "--max-seq-len", "256"],
+            [*command, "serve", "--port", "0", "--ready-file", str(self.ready), "--max-seq-len", "256", *slow_deadline],
             env=env_for(side),
             stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
@@ -94,7 +99,7 @@ class Server:
         self.url = ""
 
     def wait(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + timeout_s * SCALE
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
@@ -107,13 +112,13 @@ class Server:
                 except OSError:
                     pass
             time.sleep(0.05)
-        raise RuntimeError(f"server not ready after {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+        raise RuntimeError(f"server not ready after {timeout_s * SCALE:.0f}s:\n{self.log.read_text()[-3000:]}")
 
     def post(self, path: str, body: dict) -> dict:
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST")
         request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=120) as response:
+            with urllib.request.urlopen(request, timeout=120 * SCALE) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"POST {path}: HTTP {exc.code}: {exc.read()[:500]!r}") from exc
