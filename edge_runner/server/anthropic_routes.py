@@ -21,7 +21,7 @@ from edge_runner.core.errors import EdgeRunnerError
 from edge_runner.core.generation import GenerationRequest
 from edge_runner.protocol import anthropic as proto
 from edge_runner.protocol.json_body import json_object
-from edge_runner.server.body import read_body
+from edge_runner.server.body import read_body, start_generation
 from edge_runner.server.errors import status_for
 from edge_runner.server.openai_routes import model_ref
 from edge_runner.server.routes import Route
@@ -68,12 +68,7 @@ class MessagesResource:
         body = json_object(read_body(req, self.max_body), empty_ok=False)
         name, version = model_ref(body)
         build = functools.partial(self.build, body)
-        if body.get("stream"):  # the client reads as it goes and can leave at any token
-            _, stream = self.service.generate(name, version, build)
-        else:  # nobody sees progress: bound it by the request timeout and stop it when the client leaves
-            gone = req.env.get("waitress.client_disconnected")
-            timeout_s = self.service.settings.request_timeout_ms / 1000.0
-            _, stream = self.service.generate(name, version, build, timeout_s, gone)
+        _, stream = start_generation(self.service, req, name, version, build, bool(body.get("stream")))
         responder = proto.Responder(str(body["model"]), proto.prewarm_only(body))
         if body.get("stream"):
             resp.content_type = "text/event-stream"

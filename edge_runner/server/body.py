@@ -1,10 +1,15 @@
-"""Request bodies: size-limited reads and JSON objects, shared by every route."""
+"""Request plumbing shared by every route: size-limited body reads, and how a generation is started."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import falcon
 
 from edge_runner.core.errors import PayloadTooLarge
+from edge_runner.core.generation import GenerationRequest
+from edge_runner.serving.loaded_model import LoadedModel
+from edge_runner.serving.service import GenerationStream, ModelService
 
 
 def read_body(req: falcon.Request, limit: int) -> bytes:
@@ -16,3 +21,19 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     if len(data) > limit:
         raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit (--max-body-bytes)")
     return bytes(data)
+
+
+def start_generation(
+    service: ModelService,
+    req: falcon.Request,
+    name: str,
+    version: int | None,
+    build: Callable[[int], GenerationRequest],
+    streamed: bool,
+) -> tuple[LoadedModel, GenerationStream]:
+    """Start a generation for any protocol. A streamed one is read as it goes and the client can leave at any
+    token; a non-streamed one is bounded by the request timeout and stopped when its client leaves."""
+    if streamed:
+        return service.generate(name, version, build)
+    gone = req.env.get("waitress.client_disconnected")
+    return service.generate(name, version, build, service.settings.request_timeout_ms / 1000.0, gone)

@@ -29,7 +29,7 @@ from edge_runner.core.manifest import MANIFEST_NAME, Manifest
 from edge_runner.protocol import ollama as proto
 from edge_runner.protocol import ollama_listing as listing
 from edge_runner.protocol.json_body import json_object
-from edge_runner.server.body import read_body
+from edge_runner.server.body import read_body, start_generation
 from edge_runner.server.keep_alive import end_keep_alive, keep_alive_s, start_keep_alive
 from edge_runner.server.openai_routes import GENERATION_TASKS, model_ref
 from edge_runner.server.ops import PsResource
@@ -102,12 +102,7 @@ class _GenerationResource(_Base):
             resp.media = responder.lifecycle(load_or_unload(self.service, name, version, keep_alive))
             return
         build = functools.partial(self.build, body)
-        if proto.wants_stream(body):  # the client reads as it goes and can leave at any token
-            entry, stream = self.service.generate(name, version, build)
-        else:  # nobody sees progress: bound it by the request timeout and stop it when the client leaves
-            gone = req.env.get("waitress.client_disconnected")
-            timeout_s = self.service.settings.request_timeout_ms / 1000.0
-            entry, stream = self.service.generate(name, version, build, timeout_s, gone)
+        entry, stream = start_generation(self.service, req, name, version, build, proto.wants_stream(body))
         timings.mark_loaded()
         start_keep_alive(self.service, entry, keep_alive)
         if proto.wants_stream(body):

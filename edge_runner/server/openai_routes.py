@@ -26,7 +26,7 @@ from edge_runner.protocol import openai as proto
 from edge_runner.protocol.json_body import json_object
 from edge_runner.protocol.openai_tools import tool_spec
 from edge_runner.repository.store import validate_name
-from edge_runner.server.body import read_body
+from edge_runner.server.body import read_body, start_generation
 from edge_runner.server.keep_alive import end_keep_alive, keep_alive_s, start_keep_alive
 from edge_runner.server.routes import Route
 from edge_runner.serving.loaded_model import LoadedModel
@@ -104,12 +104,7 @@ class _GenerationResource(_Base):
         name, version = model_ref(body)
         keep_alive = keep_alive_s(body)
         build = functools.partial(self.build, body)
-        if body.get("stream"):  # the client reads as it goes and can leave at any token
-            entry, stream = self.service.generate(name, version, build)
-        else:  # nobody sees progress: bound it by the request timeout and stop it when the client leaves
-            gone = req.env.get("waitress.client_disconnected")
-            timeout_s = self.service.settings.request_timeout_ms / 1000.0
-            entry, stream = self.service.generate(name, version, build, timeout_s, gone)
+        entry, stream = start_generation(self.service, req, name, version, build, bool(body.get("stream")))
         start_keep_alive(self.service, entry, keep_alive)
         after = functools.partial(end_keep_alive, self.service, entry, keep_alive)
         tools = self.chat and tool_spec(body) is not None
