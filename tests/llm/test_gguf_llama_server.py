@@ -6,6 +6,7 @@ when the binary is absent."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import time
@@ -23,6 +24,8 @@ from tests.llm.gguf_fixtures import CASES
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
 
+# CI builds it into a cache and names it in EDGE_RUNNER_LLAMA_SERVER (then its absence is a failure, not a skip)
+LLAMA_SERVER_ENV = "EDGE_RUNNER_LLAMA_SERVER"
 LLAMA_SERVER = Path(__file__).resolve().parents[2] / "build" / "work" / "llama-server" / "bin" / "llama-server"
 PROMPT = "The river was high in the morning"
 N_TOKENS = 16
@@ -30,6 +33,11 @@ N_TOKENS = 16
 
 @pytest.fixture(scope="module")
 def llama_server_binary() -> Path:
+    named = os.environ.get(LLAMA_SERVER_ENV)
+    if named:
+        if not Path(named).is_file():
+            pytest.fail(f"{LLAMA_SERVER_ENV}={named} does not exist")
+        return Path(named)
     if not LLAMA_SERVER.is_file():
         pytest.skip(f"{LLAMA_SERVER} is absent: bash bench/peers/build_llama_server.sh")
     return LLAMA_SERVER
