@@ -12,7 +12,7 @@ import orjson
 
 from edge_runner.core.datatypes import element_size, from_numpy, to_numpy
 from edge_runner.core.errors import InvalidInput, MalformedRequest
-from edge_runner.protocol.json_body import json_int, json_object
+from edge_runner.protocol.json_body import infer_json_object, json_int
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
@@ -158,7 +158,7 @@ def parse_header(body: bytes, header_length: int | None) -> tuple[dict[str, Any]
         if header_length < 0 or header_length > len(body):
             raise MalformedRequest(f"{HEADER_LENGTH} is {header_length}, but the body has {len(body)} bytes")
         header_bytes, tail = body[:header_length], memoryview(body)[header_length:]
-    return json_object(header_bytes, empty_ok=False), tail
+    return infer_json_object(header_bytes), tail
 
 
 def decode_request(body: bytes, header_length: int | None) -> InferRequest:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from edge_runner.core.datatypes import DATATYPES, element_size, to_numpy
 from edge_runner.core.errors import EdgeRunnerError, InvalidInput, ManifestError
 from edge_runner.core.manifest import MANIFEST_NAME, Manifest, read_manifest
+from edge_runner.protocol import json_body
 from edge_runner.protocol.kserve_codec import InferRequest, decode_request, serialize_bytes
 from edge_runner.protocol.openai import chat_request, completion_request, embedding_texts
 
@@ -84,6 +85,58 @@ def test_json_infer_body_decodes_or_raises_typed(inputs: list[dict[str, Any]], e
     request = _decode(json.dumps(header).encode(), None)
     if request is not None:
         _check_decoded(request, header)
+
+
+def _outcome(body: bytes) -> tuple[str, Any]:
+    """What decode_request makes of ``body``: the arrays (dtype, shape, bytes) or the error's type and text."""
+    try:
+        request = decode_request(body, None)
+    except EdgeRunnerError as exc:
+        return type(exc).__name__, str(exc)
+    arrays = {name: (a.dtype.str, a.shape, a.tobytes()) for name, a in request.inputs.items()}
+    return "ok", (arrays, request.outputs, request.binary_default, request.id)
+
+
+@FAST
+@given(inputs=st.lists(json_tensors(), min_size=1, max_size=3), extra=st.dictionaries(st.text(max_size=5), json_values))
+def test_large_json_bodies_decode_exactly_as_the_small_body_parser(
+    inputs: list[dict[str, Any]], extra: dict[str, Any]
+) -> None:
+    """Bodies past TENSOR_PATH_BYTES go through simdjson straight into numpy; the orjson path is the reference:
+    the same arrays to the byte, or the same error type and message, for every body."""
+    header = {**extra, "inputs": inputs, "id": "p" * json_body.TENSOR_PATH_BYTES}
+    body = json.dumps(header).encode()
+    fast = _outcome(body)
+    limit = json_body.TENSOR_PATH_BYTES
+    json_body.TENSOR_PATH_BYTES = 1 << 62
+    try:
+        reference = _outcome(body)
+    finally:
+        json_body.TENSOR_PATH_BYTES = limit
+    assert fast == reference
+
+
+def test_large_json_tensor_path_is_taken_and_exact() -> None:
+    """A flat 150,528-element FP32 image (as tritonclient sends it) and an INT64 tensor past 2**53 decode exactly
+    through the tensor path; the same image nested decodes the same through the reference path."""
+    image = np.random.default_rng(0).random((1, 224, 224, 3), dtype=np.float32)
+    ids = np.array([[2**62 + 1, -(2**62) - 3, 7]], dtype=np.int64)
+    body = json.dumps(
+        {
+            "inputs": [
+                {"name": "image", "datatype": "FP32", "shape": [1, 224, 224, 3], "data": image.ravel().tolist()},
+                {"name": "ids", "datatype": "INT64", "shape": [1, 3], "data": ids.ravel().tolist()},
+            ]
+        }
+    ).encode()
+    parsed = json_body.infer_json_object(body)
+    assert isinstance(parsed["inputs"][0]["data"], np.ndarray)  # not a list: no Python object per element
+    request = decode_request(body, None)
+    assert request.inputs["image"].dtype == np.float32 and np.array_equal(request.inputs["image"], image)
+    assert np.array_equal(request.inputs["ids"], ids)
+    nested = body.replace(json.dumps(image.ravel().tolist()).encode(), json.dumps(image.tolist()).encode())
+    assert isinstance(json_body.infer_json_object(nested)["inputs"][0]["data"], list)
+    assert np.array_equal(decode_request(nested, None).inputs["image"], image)
 
 
 @st.composite
