@@ -30,6 +30,8 @@ class SamplingParams:
     top_logprobs: int = 0
     #: keep generating past end-of-generation tokens (benchmarks only)
     ignore_eos: bool = False
+    #: OpenAI ``logit_bias``: (token id, bias added to its logit), -100 bans a token, 100 all but forces it
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,13 @@
 """Anthropic Messages API shapes, free of HTTP: ``POST /v1/messages`` parsing, responses and SSE events.
 
-Parsing turns a Messages body (``system``, ``messages`` of text content blocks, the required
-``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``stop_sequences``, ``output_config.format``) into
-our ``GenerationRequest``. Building gives the ``message`` object and
-the documented stream: ``message_start``, ``content_block_start``, ``ping``, ``content_block_delta``
-(``text_delta``)..., ``content_block_stop``, ``message_delta`` (stop reason and usage), ``message_stop``.
+Parsing turns a Messages body (``system``, ``messages`` of text, ``tool_use`` and ``tool_result`` content
+blocks, the required ``max_tokens``, ``temperature``, ``top_p``, ``top_k``, ``stop_sequences``,
+``output_config.format``, ``tools`` with ``tool_choice``) into our ``GenerationRequest``. Building gives the
+``message`` object and the documented stream: ``message_start``, ``content_block_start``, ``ping``,
+``content_block_delta`` (``text_delta``)..., ``content_block_stop``, ``message_delta`` (stop reason and
+usage), ``message_stop``. Tools go through ``openai_tools`` (the prompt and grammar every protocol shares):
+a call is a ``tool_use`` block (``stop_reason: "tool_use"``), streamed as ``content_block_start`` with an
+empty ``input``, one ``input_json_delta`` and ``content_block_stop``; the answer is held back until whole.
 Errors use Anthropic's ``{"type": "error", "error": {"type", "message"}}``, with the error type named
 from the HTTP status as Anthropic does. The checked-in source of the ``anthropic`` client is the reference.
 """
@@ -18,6 +21,7 @@ from typing import Any
 
 from edge_runner.core.errors import InvalidInput, MalformedRequest
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
+from edge_runner.protocol import openai_tools as tools
 from edge_runner.protocol.json_body import json_int
 from edge_runner.protocol.openai import sampler_extras, schema_text
 
@@ -48,19 +52,37 @@ def error_body(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type(status), "message": message}}
 
 
-def _text(content: Any, where: str) -> str:
-    """A string, or a list of ``{"type": "text", "text": ...}`` blocks joined; other blocks are refused."""
+def _text(content: Any, where: str, calls: dict[str, str] | None = None) -> str:
+    """A string, or a list of content blocks joined: ``text``; with ``calls`` (a conversation's tool_use
+    ids -> names, filled as they appear) also ``tool_use`` (as the JSON answer the model writes) and
+    ``tool_result`` (as the text a result is given in); other blocks are refused."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise InvalidInput(f"{where} must be a string or a list of content blocks")
-    parts = []
+    parts, used, tool_blocks_seen = [], [], False
     for i, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind != "text" or not isinstance(block.get("text"), str):
-            raise InvalidInput(f"{where}[{i}]: only text content blocks are supported by this model (got {kind!r})")
-        parts.append(block["text"])
-    return "".join(parts)
+        if kind == "text" and isinstance(block.get("text"), str):
+            parts.append(block["text"])
+        elif kind == "tool_use" and calls is not None and isinstance(block.get("name"), str):
+            calls[str(block.get("id"))] = block["name"]
+            used.append((block["name"], block.get("input") or {}))
+        elif kind == "tool_result" and calls is not None:
+            result = _text(block.get("content") or "", f"{where}[{i}].content")
+            prefix = "error: " if block.get("is_error") else ""
+            call = str(block.get("tool_use_id"))
+            parts.append(tools.result_text(calls.get(call, call), prefix + result))
+            tool_blocks_seen = True
+        else:
+            raise InvalidInput(
+                f"{where}[{i}]: only text content blocks (and tool_use / tool_result) are supported by this model "
+                f"(got {kind!r})"
+            )
+    if used:
+        parts.append(tools.calls_text(used))
+        tool_blocks_seen = True
+    return ("\n" if tool_blocks_seen else "").join(parts)  # text blocks of one turn are one text
 
 
 def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -71,10 +93,12 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
     system = body.get("system")
     if system is not None:
         out.append({"role": "system", "content": _text(system, "system")})
+    calls: dict[str, str] = {}
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
             raise InvalidInput(f"messages[{i}] must be an object whose 'role' is 'user' or 'assistant'")
-        out.append({"role": message["role"], "content": _text(message.get("content"), f"messages[{i}].content")})
+        content = _text(message.get("content"), f"messages[{i}].content", calls)
+        out.append({"role": message["role"], "content": content})
     if out[-1]["role"] != "user":
         raise InvalidInput("the last message must be the user's (continuing an assistant prefill is not supported)")
     return out
@@ -124,9 +148,42 @@ def _stop_sequences(body: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(s for s in stops if s)
 
 
+#: Anthropic's ``tool_choice`` types -> OpenAI's, which ``openai_tools.tool_spec`` reads
+TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
+
+
+def tool_spec(body: Mapping[str, Any]) -> tools.ToolSpec | None:
+    """``tools`` (``name``, ``description``, ``input_schema``) and ``tool_choice`` (``auto``, ``any``,
+    ``tool`` with a ``name``, ``none``; ``disable_parallel_tool_use``) checked; None when no tool may be called."""
+    declared, choice = body.get("tools"), body.get("tool_choice")
+    if not declared and choice is None:
+        return None
+    if declared is not None and not isinstance(declared, list):
+        raise MalformedRequest("'tools' must be a list of {name, description, input_schema} objects")
+    functions = []
+    for i, tool in enumerate(declared or []):
+        if not isinstance(tool, dict) or tool.get("type", "custom") != "custom":
+            raise MalformedRequest(f"tools[{i}]: only client tools ({{name, description, input_schema}}) are supported")
+        if not isinstance(tool.get("input_schema"), dict):
+            raise MalformedRequest(f"tools[{i}].input_schema must be a JSON Schema object")
+        function = {
+            "name": tool.get("name"),
+            "description": tool.get("description", ""),
+            "parameters": tool["input_schema"],
+        }
+        functions.append({"type": "function", "function": function})
+    choice = {"type": "auto"} if choice is None else choice
+    if not isinstance(choice, dict) or choice.get("type") not in (*TOOL_CHOICES, "tool"):
+        raise MalformedRequest('\'tool_choice\' must be {"type": "auto" | "any" | "tool" | "none"}')
+    if choice["type"] == "tool":
+        mapped: Any = {"type": "function", "function": {"name": choice.get("name")}}
+    else:
+        mapped = TOOL_CHOICES[choice["type"]]
+    parallel = choice.get("disable_parallel_tool_use") is not True
+    return tools.tool_spec({"tools": functions, "tool_choice": mapped, "parallel_tool_calls": parallel})
+
+
 def _refuse_unsupported(body: Mapping[str, Any]) -> None:
-    if body.get("tools") or body.get("tool_choice"):
-        raise MalformedRequest("tool use ('tools', 'tool_choice') is not supported by this server")
     thinking = body.get("thinking")
     if isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled", "adaptive"):
         raise MalformedRequest("thinking is not supported by this model: omit 'thinking' or use adaptive/disabled")
@@ -145,7 +202,11 @@ def messages_request(body: Mapping[str, Any], max_new_tokens: int) -> Generation
         json_schema=json_schema,
         **sampler_extras({"top_k": body.get("top_k")}),
     )
-    return GenerationRequest(messages=tuple(_messages(body)), params=params)
+    messages = _messages(body)
+    spec = tool_spec(body)
+    if spec is not None:
+        messages, params = tools.constrain(messages, params, spec)
+    return GenerationRequest(messages=tuple(messages), params=params)
 
 
 def _usage(usage: Usage | None) -> dict[str, Any]:
@@ -164,16 +225,29 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
+def tool_blocks(text: str) -> tuple[list[dict[str, Any]], bool]:
+    """The content blocks of a tools answer (a text block, or a ``tool_use`` block per call) and whether
+    the model called tools."""
+    content, calls = tools.parse_answer(text)
+    if calls is None:
+        return [{"type": "text", "text": content or ""}], False
+    uses = [{"type": "tool_use", "id": "toolu_" + uuid.uuid4().hex[:24], "name": n, "input": a} for n, a in calls]
+    return uses, True
+
+
 class Responder:
     """Builds the message object, or the stream events, of one request (shared id and model name).
 
     With ``prewarm`` (``max_tokens: 0``) the one generated token is dropped: no content, 0 output tokens.
+    With ``tools`` the model's text is its JSON answer, held back until whole (``delta`` keeps it).
     """
 
-    def __init__(self, model: str, prewarm: bool = False) -> None:
+    def __init__(self, model: str, prewarm: bool = False, tools: bool = False) -> None:
         self.model = model  # the name as the client sent it
         self.prewarm = prewarm
+        self.tools = tools and not prewarm
         self.id = "msg_" + uuid.uuid4().hex[:24]
+        self._held: list[str] = []
 
     def _message(self, content: list[dict[str, Any]], reason: str | None, usage: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -187,7 +261,9 @@ class Responder:
             "usage": usage,
         }
 
-    def _reason(self, reason: str) -> str:
+    def _reason(self, reason: str, called: bool = False) -> str:
+        if called:
+            return "tool_use"
         return "max_tokens" if self.prewarm else STOP_REASONS.get(reason, "end_turn")
 
     def _usage(self, usage: Usage | None) -> dict[str, Any]:
@@ -203,14 +279,18 @@ class Responder:
             parts.append(chunk.text)
             if chunk.finish_reason is not None:
                 reason, usage = chunk.finish_reason, chunk.usage
-        content = [] if self.prewarm else [{"type": "text", "text": "".join(parts)}]
-        return self._message(content, self._reason(reason), self._usage(usage))
+        called = False
+        if self.tools:
+            content, called = tool_blocks("".join(parts))
+        else:
+            content = [] if self.prewarm else [{"type": "text", "text": "".join(parts)}]
+        return self._message(content, self._reason(reason, called), self._usage(usage))
 
     def opening(self) -> list[bytes]:
         """``message_start`` (token counts come with ``message_delta``), ``content_block_start``, ``ping``."""
         start = self._message([], None, _usage(None))
         events = [sse("message_start", {"type": "message_start", "message": start})]
-        if not self.prewarm:
+        if not self.prewarm and not self.tools:  # a tools answer's blocks are known once it is whole
             block = {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
             events.append(sse("content_block_start", block))
         events.append(sse("ping", {"type": "ping"}))
@@ -218,15 +298,44 @@ class Responder:
 
     def delta(self, text: str) -> bytes:
         """One ``content_block_delta`` with a ``text_delta`` (nothing when pre-warming)."""
+        if self.tools:
+            self._held.append(text)
+            return b""
         if self.prewarm or not text:
             return b""
-        delta = {"type": "text_delta", "text": text}
-        return sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        return self._delta(0, {"type": "text_delta", "text": text})
+
+    @staticmethod
+    def _delta(index: int, delta: dict[str, Any]) -> bytes:
+        return sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+
+    def _held_blocks(self) -> tuple[list[bytes], bool]:
+        """A tools answer's blocks, each started, given in one delta and stopped."""
+        blocks, called = tool_blocks("".join(self._held))
+        events = []
+        for index, block in enumerate(blocks):
+            start: dict[str, Any]
+            delta: dict[str, Any]
+            if block["type"] == "text":
+                start, delta = {"type": "text", "text": ""}, {"type": "text_delta", "text": block["text"]}
+            else:
+                start = {**block, "input": {}}
+                delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"], ensure_ascii=False)}
+            events.append(
+                sse("content_block_start", {"type": "content_block_start", "index": index, "content_block": start})
+            )
+            events.append(self._delta(index, delta))
+            events.append(sse("content_block_stop", {"type": "content_block_stop", "index": index}))
+        return events, called
 
     def closing(self, reason: str, usage: Usage | None) -> list[bytes]:
         """``content_block_stop``, ``message_delta`` (stop reason, cumulative usage), ``message_stop``."""
-        events = [] if self.prewarm else [sse("content_block_stop", {"type": "content_block_stop", "index": 0})]
-        delta = {"stop_reason": self._reason(reason), "stop_sequence": None}
+        called = False
+        if self.tools:
+            events, called = self._held_blocks()
+        else:
+            events = [] if self.prewarm else [sse("content_block_stop", {"type": "content_block_stop", "index": 0})]
+        delta = {"stop_reason": self._reason(reason, called), "stop_sequence": None}
         events.append(sse("message_delta", {"type": "message_delta", "delta": delta, "usage": self._usage(usage)}))
         events.append(sse("message_stop", {"type": "message_stop"}))
         return events

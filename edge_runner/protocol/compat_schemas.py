@@ -9,6 +9,7 @@ from edge_runner.protocol.anthropic import MAX_STOP_SEQUENCES as ANTHROPIC_STOP_
 from edge_runner.protocol.json_schemas import (
     BOOLEAN,
     DURATION,
+    FUNCTION,
     INTEGER,
     NUMBER,
     STRING,
@@ -21,6 +22,7 @@ from edge_runner.protocol.json_schemas import (
 )
 from edge_runner.protocol.ollama import MAX_STOP_STRINGS as OLLAMA_STOP_STRINGS
 from edge_runner.protocol.openai import MAX_EMBEDDING_CHARS, MAX_EMBEDDING_INPUTS, MAX_TOP_K, PENALTY_BOUNDS
+from edge_runner.protocol.openai_tools import MAX_TOOLS
 
 # --- Ollama ----------------------------------------------------------------------------------------
 
@@ -55,10 +57,31 @@ def ollama_generation(names: list[str], max_tokens: int) -> dict[str, Schema]:
     }
 
 
+#: an assistant's earlier call, as Ollama sends it back: arguments are an object
+OLLAMA_TOOL_CALL = obj(
+    {"function": obj({"index": INTEGER, "name": STRING, "arguments": {"type": "object"}}, ("name", "arguments"))},
+    ("function",),
+)
+
+
 def ollama_chat_request(names: list[str], max_tokens: int) -> Schema:
-    """``POST /api/chat``; an empty ``messages`` only loads (or with keep_alive 0 unloads) the model."""
-    message = obj({"role": {"enum": ["system", "user", "assistant"]}, "content": STRING}, ("role", "content"))
-    fields = {**ollama_generation(names, max_tokens), "messages": array(message, maxItems=32)}
+    """``POST /api/chat``; an empty ``messages`` only loads (or with keep_alive 0 unloads) the model.
+    ``tools`` as OpenAI's functions (``openai_tools``); results come back as ``tool`` messages."""
+    message = obj(
+        {
+            "role": {"enum": ["system", "user", "assistant", "tool"]},
+            "content": STRING,
+            "tool_calls": array(OLLAMA_TOOL_CALL),
+            "tool_name": STRING,
+        },
+        ("role",),
+    )
+    tool = obj({"type": {"const": "function"}, "function": FUNCTION}, ("type", "function"))
+    fields = {
+        **ollama_generation(names, max_tokens),
+        "messages": array(message, maxItems=32),
+        "tools": array(tool, maxItems=MAX_TOOLS),
+    }
     return obj(fields, ("model",))
 
 
@@ -96,7 +119,7 @@ OLLAMA_GENERATION = obj(
     {
         "model": STRING,
         "created_at": STRING,
-        "message": obj({"role": STRING, "content": STRING}, ("role", "content")),
+        "message": obj({"role": STRING, "content": STRING, "tool_calls": array(OLLAMA_TOOL_CALL)}, ("role", "content")),
         "response": STRING,
         "done": BOOLEAN,
         "done_reason": STRING,
@@ -147,10 +170,51 @@ ANTHROPIC_ERROR = obj(
 )
 
 
+ANTHROPIC_TOOL_USE = obj(
+    {"type": {"const": "tool_use"}, "id": STRING, "name": STRING, "input": {"type": "object"}},
+    ("type", "id", "name", "input"),
+)
+ANTHROPIC_TOOL_RESULT = obj(
+    {
+        "type": {"const": "tool_result"},
+        "tool_use_id": STRING,
+        "content": {"anyOf": [STRING, array(TEXT_PART)]},
+        "is_error": BOOLEAN,
+    },
+    ("type", "tool_use_id"),
+)
+ANTHROPIC_TOOLS: dict[str, Schema] = {
+    "tools": array(
+        obj(
+            {
+                "name": FUNCTION["properties"]["name"],
+                "description": STRING,
+                "input_schema": {"type": "object"},
+                "type": {"const": "custom"},
+            },
+            ("name", "input_schema"),
+        ),
+        maxItems=MAX_TOOLS,
+    ),
+    "tool_choice": {
+        "anyOf": [
+            obj({"type": {"enum": ["auto", "any", "none"]}, "disable_parallel_tool_use": BOOLEAN}, ("type",)),
+            obj(
+                {"type": {"const": "tool"}, "name": STRING, "disable_parallel_tool_use": BOOLEAN},
+                ("type", "name"),
+            ),
+        ]
+    },
+}
+
+
 def anthropic_messages_request(names: list[str], max_tokens: int) -> Schema:
-    """``POST /v1/messages`` with the bounds ``anthropic.messages_request`` checks (text blocks only)."""
+    """``POST /v1/messages`` with the bounds ``anthropic.messages_request`` checks (text blocks, and the
+    tool_use / tool_result blocks of a tool round trip)."""
     content = {"anyOf": [STRING, array(TEXT_PART, maxItems=16)]}
-    message = obj({"role": {"enum": ["user", "assistant"]}, "content": content}, ("role", "content"))
+    blocks = {"anyOf": [TEXT_PART, ANTHROPIC_TOOL_USE, ANTHROPIC_TOOL_RESULT]}
+    turn = {"anyOf": [STRING, array(blocks, maxItems=16)]}
+    message = obj({"role": {"enum": ["user", "assistant"]}, "content": turn}, ("role", "content"))
     unit = {"type": "number", "minimum": 0, "maximum": 1}
     fields = {
         "model": model_field(names),
@@ -165,6 +229,7 @@ def anthropic_messages_request(names: list[str], max_tokens: int) -> Schema:
         ),
         "stop_sequences": array(STRING, maxItems=ANTHROPIC_STOP_SEQUENCES),
         "stream": BOOLEAN,
+        **ANTHROPIC_TOOLS,
     }
     return obj(fields, ("model", "messages", "max_tokens"))
 
@@ -175,7 +240,7 @@ ANTHROPIC_MESSAGE = obj(
         "type": {"const": "message"},
         "role": {"const": "assistant"},
         "model": STRING,
-        "content": array(TEXT_PART),
+        "content": array({"anyOf": [TEXT_PART, ANTHROPIC_TOOL_USE]}),
         "stop_reason": nullable(STRING),
         "stop_sequence": nullable(STRING),
         "usage": obj({"input_tokens": INTEGER, "output_tokens": INTEGER}, ("input_tokens", "output_tokens")),

@@ -14,6 +14,7 @@ from edge_runner.protocol.openai import (
     MAX_EMBEDDING_CHARS,
     MAX_EMBEDDING_INPUTS,
     MAX_LEGACY_LOGPROBS,
+    MAX_LOGIT_BIAS,
     MAX_STOP_STRINGS,
     MAX_TOP_K,
     MAX_TOP_LOGPROBS,
@@ -256,6 +257,12 @@ def sampling(max_tokens: int) -> dict[str, Schema]:
         "logprobs": {"anyOf": [BOOLEAN, {"type": "integer", "minimum": 0, "maximum": MAX_LEGACY_LOGPROBS}]},
         "top_logprobs": {"type": "integer", "minimum": 0, "maximum": MAX_TOP_LOGPROBS},
         "ignore_eos": BOOLEAN,
+        "logit_bias": {
+            "type": "object",
+            "maxProperties": MAX_LOGIT_BIAS,
+            "propertyNames": {"pattern": "^[0-9]{1,9}$"},
+            "additionalProperties": {"type": "number", "minimum": -100, "maximum": 100},
+        },
         "keep_alive": DURATION,
     }
 

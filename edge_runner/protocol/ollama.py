@@ -3,9 +3,11 @@
 Parsing turns Ollama's ``/api/chat``, ``/api/generate`` and ``/api/embed`` bodies into our
 ``GenerationRequest`` / text lists (``MalformedRequest`` names the offending field); building turns
 ``GenerationChunk``s into Ollama's NDJSON objects (``done: false`` pieces, then one ``done: true`` object
-with token counts and nanosecond timings). Model listings (``/api/tags``, ``/api/show``, ``/api/ps``) are
-in ``ollama_listing``. What the checked-in source of the ``ollama`` Python client sends and reads is the
-reference.
+with token counts and nanosecond timings). ``tools`` go through ``openai_tools`` (the same prompt and
+grammar as OpenAI's): the answer's ``message.tool_calls`` carry ``{"function": {"name", "arguments"}}``
+with the arguments as an object, and ``tool`` messages (with ``tool_name``) feed results back. Model
+listings (``/api/tags``, ``/api/show``, ``/api/ps``) are in ``ollama_listing``. What the checked-in source
+of the ``ollama`` Python client sends and reads is the reference.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from edge_runner.core.errors import InvalidInput, MalformedRequest
 from edge_runner.core.generation import GenerationChunk, GenerationRequest, SamplingParams, Usage
+from edge_runner.protocol import openai_tools as tools
 from edge_runner.protocol.json_body import json_int
 from edge_runner.protocol.openai import embedding_texts, sampler_extras, schema_text
 
@@ -27,7 +30,7 @@ from edge_runner.protocol.openai import embedding_texts, sampler_extras, schema_
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_P = 0.9
 MAX_STOP_STRINGS = 16
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 
 
 def rfc3339(seconds: float) -> str:
@@ -113,7 +116,8 @@ def _refuse_unsupported(body: Mapping[str, Any], fields: Sequence[str]) -> None:
 
 
 def chat_messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
-    """``messages`` of ``/api/chat``: ``{role, content}`` with string content (no images or tool calls)."""
+    """``messages`` of ``/api/chat``: ``{role, content}`` with string content (no images); an assistant's
+    ``tool_calls`` and ``tool`` results are rendered as text (``openai_tools.flatten_tool_messages``)."""
     messages = body.get("messages")
     if messages is None:
         return []
@@ -123,22 +127,34 @@ def chat_messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             raise InvalidInput(f"messages[{i}] must be an object whose 'role' is one of {', '.join(ROLES)}")
-        if message.get("images") or message.get("tool_calls"):
-            raise InvalidInput(f"messages[{i}]: images and tool calls are not supported by this model")
-        content = message.get("content", "")
+        if message.get("images"):
+            raise InvalidInput(f"messages[{i}]: images are not supported by this model")
+        content = message.get("content") or ""
         if not isinstance(content, str):
             raise InvalidInput(f"messages[{i}].content must be a string")
         out.append({"role": message["role"], "content": content})
-    return out
+    return tools.flatten_tool_messages(out, messages)
+
+
+def tool_spec(body: Mapping[str, Any]) -> tools.ToolSpec | None:
+    """``tools`` of ``/api/chat`` (OpenAI's function shape); Ollama has no ``tool_choice``: the model may
+    call tools or answer in text."""
+    if body.get("tool_choice") is not None:
+        raise MalformedRequest("'tool_choice' is not part of Ollama's API; use /v1/chat/completions for it")
+    return tools.tool_spec({"tools": body.get("tools")})
 
 
 def chat_request(body: Mapping[str, Any], max_new_tokens: int) -> GenerationRequest:
     """``/api/chat`` body -> GenerationRequest (the model's chat template applies)."""
-    _refuse_unsupported(body, ("tools", "think", "logprobs"))
+    _refuse_unsupported(body, ("think", "logprobs"))
     messages = chat_messages(body)
     if not messages:
         raise MalformedRequest("'messages' must not be empty (an empty list only loads or unloads the model)")
-    return GenerationRequest(messages=tuple(messages), params=sampling_params(body, max_new_tokens))
+    params = sampling_params(body, max_new_tokens)
+    spec = tool_spec(body)
+    if spec is not None:
+        messages, params = tools.constrain(messages, params, spec)
+    return GenerationRequest(messages=tuple(messages), params=params)
 
 
 def generate_request(body: Mapping[str, Any], max_new_tokens: int) -> GenerationRequest:
@@ -241,31 +257,51 @@ class Timings:
         return out
 
 
-class Responder:
-    """Builds the NDJSON objects of one ``/api/chat`` or ``/api/generate`` request."""
+def tool_message(text: str) -> dict[str, Any]:
+    """The assistant message of a tools request: the model's JSON answer as ``tool_calls`` (arguments as
+    objects, as Ollama sends them) or as plain content."""
+    content, calls = tools.parse_answer(text)
+    if calls is None:
+        return {"role": "assistant", "content": content or ""}
+    tool_calls = [{"function": {"index": i, "name": n, "arguments": a}} for i, (n, a) in enumerate(calls)]
+    return {"role": "assistant", "content": "", "tool_calls": tool_calls}
 
-    def __init__(self, model: str, chat: bool, timings: Timings) -> None:
+
+class Responder:
+    """Builds the NDJSON objects of one ``/api/chat`` or ``/api/generate`` request.
+
+    With ``tools`` the model's text is its JSON answer: streamed, it is held back until whole, then sent
+    as one ``done: false`` object (content or ``tool_calls``) before the closing one.
+    """
+
+    def __init__(self, model: str, chat: bool, timings: Timings, tools: bool = False) -> None:
         self.model = model  # the name as the client sent it, as Ollama echoes it
         self.chat = chat
         self.timings = timings
+        self.tools = tools
 
-    def _base(self, text: str, done: bool) -> dict[str, Any]:
+    def _base(self, text: str, done: bool, message: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "created_at": rfc3339(time.time())}
         if self.chat:
-            body["message"] = {"role": "assistant", "content": text}
+            body["message"] = message or {"role": "assistant", "content": text}
         else:
             body["response"] = text
         body["done"] = done
         return body
+
+    def held(self, text: str) -> dict[str, Any]:
+        """With tools: the whole answer as one streamed ``done: false`` object."""
+        return self._base("", False, tool_message(text))
 
     def piece(self, text: str) -> dict[str, Any]:
         """One streamed ``done: false`` object."""
         self.timings.mark_token()
         return self._base(text, False)
 
-    def final(self, reason: str, usage: Usage | None, text: str = "") -> dict[str, Any]:
-        """The closing ``done: true`` object with ``done_reason``, token counts and timings."""
-        body = self._base(text, True)
+    def final(self, reason: str, usage: Usage | None, text: str = "", whole: bool = False) -> dict[str, Any]:
+        """The closing ``done: true`` object with ``done_reason``, token counts and timings; ``whole``: it
+        carries the whole answer (``stream: false``), read as a tools answer when the request had tools."""
+        body = self._base(text, True, tool_message(text) if whole and self.tools else None)
         body["done_reason"] = reason
         usage = usage or Usage()
         body.update(self.timings.to_ollama(usage.prompt_tokens, usage.completion_tokens))
@@ -280,7 +316,7 @@ class Responder:
                 parts.append(chunk.text)
             if chunk.finish_reason is not None:
                 reason, usage = chunk.finish_reason, chunk.usage
-        return self.final(reason, usage, "".join(parts))
+        return self.final(reason, usage, "".join(parts), whole=True)
 
     def lifecycle(self, reason: str) -> dict[str, Any]:
         """The answer to a load-only (``done_reason: load``) or unload (``unload``) request."""

@@ -29,6 +29,7 @@ class ModelFacts:
     modified_at: float | None = None  # mtime of the version's manifest
     generate: bool = False
     embed: bool = False
+    references: tuple[str, ...] = ()  # the OCI references that name this version (it was pulled from them)
 
 
 def digest(manifest: Manifest) -> str:
@@ -58,8 +59,9 @@ def capabilities(facts: ModelFacts) -> list[str]:
 
 
 def tag_names(facts: ModelFacts) -> list[str]:
-    """``NAME:latest`` for the newest version, ``NAME:VERSION`` for each version."""
-    return ([f"{facts.name}:latest"] if facts.latest else []) + [f"{facts.name}:{facts.version}"]
+    """``NAME:latest`` for the newest version, ``NAME:VERSION`` for each version, and the references it
+    was pulled by (``host[:port]/repository:tag``, as Ollama lists a pulled model)."""
+    return ([f"{facts.name}:latest"] if facts.latest else []) + [f"{facts.name}:{facts.version}", *facts.references]
 
 
 def tags_response(models: Sequence[ModelFacts]) -> dict[str, Any]:

@@ -12,7 +12,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -145,6 +144,28 @@ def sampler_extras(values: Mapping[str, Any], where: str = "") -> dict[str, Any]
     return out
 
 
+#: most entries accepted in ``logit_bias``
+MAX_LOGIT_BIAS = 1024
+
+
+def logit_bias(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's ``logit_bias``: ``{"token id": bias}`` with biases in [-100, 100] (ids are checked against the
+    model's vocabulary when the sampler is built)."""
+    raw = body.get("logit_bias")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) > MAX_LOGIT_BIAS:
+        raise MalformedRequest(f"'logit_bias' must be an object of at most {MAX_LOGIT_BIAS} token ids to biases")
+    out = []
+    for key, value in raw.items():
+        if not (key.isascii() and key.isdigit() and len(key) <= 9):
+            raise MalformedRequest(f"'logit_bias' keys are token ids (digits), got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not -100 <= value <= 100:
+            raise MalformedRequest(f"'logit_bias.{key}' must be a number between -100 and 100")
+        out.append((int(key), float(value)))
+    return {"logit_bias": tuple(sorted(out))}
+
+
 def logprob_request(body: dict[str, Any]) -> dict[str, Any]:
     """Chat's ``logprobs: true`` + ``top_logprobs`` (0-20), or completions' legacy ``logprobs: N`` (0-5)."""
     value, top = body.get("logprobs"), body.get("top_logprobs")
@@ -217,6 +238,7 @@ def sampling_params(body: dict[str, Any], max_new_tokens: int) -> SamplingParams
         ignore_eos=bool(body.get("ignore_eos", False)),
         **logprob_request(body),
         **sampler_extras(body),
+        **logit_bias(body),
     )
 
 
@@ -229,11 +251,7 @@ def chat_request(body: dict[str, Any], max_new_tokens: int) -> GenerationRequest
     params = sampling_params(body, max_new_tokens)
     spec = tools.tool_spec(body)
     if spec is not None:
-        if params.json_mode:
-            raise MalformedRequest("use either 'tools' or 'response_format' JSON, not both")
-        schema = schema_text(spec.schema(), "tools") or "{}"  # bounded like any response schema
-        flat = tools.with_tool_prompt(flat, spec)
-        params = replace(params, json_mode=True, json_schema=schema, lenient_schema=True)
+        flat, params = tools.constrain(flat, params, spec)
     return GenerationRequest(messages=tuple(flat), params=params)
 
 

@@ -1,4 +1,5 @@
-"""OpenAI tool calling (``tools``, ``tool_choice``, ``tool_calls``) for models without a native tool format.
+"""Tool calling for models without a native tool format: OpenAI's ``tools`` / ``tool_choice`` /
+``tool_calls``, and the same machinery under Ollama's ``/api/chat`` and Anthropic's ``tool_use`` blocks.
 
 The model is told about the tools in a system message and answers with one JSON object, which a grammar
 made from the tools' parameter schemas enforces (the generic approach llama.cpp's server takes for
@@ -11,18 +12,26 @@ templates without tool support):
 The answer is turned back into OpenAI's ``tool_calls`` (``finish_reason: "tool_calls"``) or plain content.
 Earlier assistant ``tool_calls`` and ``tool`` results in ``messages`` are rendered as text the same way, so
 a round trip reads naturally to the model. ``tool_choice: "none"`` leaves the request untouched.
+
+``constrain`` (the prompt and the grammar) and ``parse_answer`` (calls with their arguments as objects) are
+what every protocol shares; ``read_answer`` shapes the calls as OpenAI's, ``protocol.ollama`` and
+``protocol.anthropic`` as theirs.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from edge_runner.core.errors import InvalidInput, MalformedRequest
+from edge_runner.core.generation import SamplingParams
 
 MAX_TOOLS = 64
+#: the answer's schema turns into a grammar before any work: bounded like a response_format schema
+MAX_SCHEMA_CHARS = 32_768
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -121,6 +130,16 @@ def tool_spec(body: dict[str, Any]) -> ToolSpec | None:
     return ToolSpec(tuple(chosen), "required", parallel)
 
 
+def calls_text(calls: Sequence[tuple[str, Any]]) -> str:
+    """Earlier calls ``(name, arguments object)`` as the JSON answer the model writes."""
+    return json.dumps({"tool_calls": [{"name": n, "arguments": a} for n, a in calls]}, ensure_ascii=False)
+
+
+def result_text(call: str, content: str) -> str:
+    """A tool's result as the user turn the model reads (templates without a tool role render it)."""
+    return f"Result of {call}: {content}"
+
+
 def _calls_as_text(calls: Any, i: int) -> str:
     if not isinstance(calls, list):
         raise InvalidInput(f"messages[{i}].tool_calls must be a list")
@@ -134,20 +153,20 @@ def _calls_as_text(calls: Any, i: int) -> str:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
         except ValueError:
             raise InvalidInput(f"messages[{i}].tool_calls: arguments must be JSON text") from None
-        out.append({"name": function["name"], "arguments": parsed})
-    return json.dumps({"tool_calls": out}, ensure_ascii=False)
+        out.append((function["name"], parsed))
+    return calls_text(out)
 
 
 def flatten_tool_messages(messages: list[dict[str, Any]], raw: list[Any]) -> list[dict[str, Any]]:
-    """Assistant ``tool_calls`` as the JSON the model writes, ``tool`` results as user turns (templates
-    without a tool role render them)."""
+    """Assistant ``tool_calls`` as the JSON the model writes, ``tool`` results as user turns. The result
+    names its call by OpenAI's ``tool_call_id`` (or ``name``), or Ollama's ``tool_name``."""
     out = []
     for i, (message, original) in enumerate(zip(messages, raw, strict=True)):
         if message["role"] == "assistant" and original.get("tool_calls"):
             out.append({"role": "assistant", "content": _calls_as_text(original["tool_calls"], i)})
         elif message["role"] == "tool":
-            call = original.get("tool_call_id") or original.get("name") or "a tool call"
-            out.append({"role": "user", "content": f"Result of {call}: {message['content']}"})
+            call = original.get("tool_call_id") or original.get("name") or original.get("tool_name") or "a tool call"
+            out.append({"role": "user", "content": result_text(str(call), message["content"])})
         else:
             out.append(message)
     return out
@@ -161,20 +180,30 @@ def with_tool_prompt(messages: list[dict[str, Any]], spec: ToolSpec) -> list[dic
     return [{"role": "system", "content": prompt}, *messages]
 
 
-def read_answer(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
-    """The model's JSON answer as (content, None) or (None, OpenAI tool_calls); text that is not the
-    expected JSON (cut by max_tokens) is returned as content."""
+def constrain(
+    messages: list[dict[str, Any]], params: SamplingParams, spec: ToolSpec
+) -> tuple[list[dict[str, Any]], SamplingParams]:
+    """The tools described in the system message and the answer held to ``spec.schema()`` by a grammar
+    (lenient: keywords a grammar cannot enforce, such as ``minimum``, are left to the client)."""
+    if params.json_mode:
+        raise MalformedRequest("use either tools or a JSON response format, not both")
+    schema = json.dumps(spec.schema(), separators=(",", ":"))
+    if len(schema) > MAX_SCHEMA_CHARS:
+        raise MalformedRequest(f"the tools' parameter schemas are {len(schema)} characters; at most {MAX_SCHEMA_CHARS}")
+    constrained = replace(params, json_mode=True, json_schema=schema, lenient_schema=True)
+    return with_tool_prompt(messages, spec), constrained
+
+
+def parse_answer(text: str) -> tuple[str | None, list[tuple[str, dict[str, Any]]] | None]:
+    """The model's JSON answer as (content, None) or (None, [(name, arguments object), ...]); text that is
+    not the expected JSON (cut by max_tokens) is returned as content."""
     try:
         answer = json.loads(text)
     except ValueError:
         return text, None
     if isinstance(answer, dict) and isinstance(answer.get("tool_calls"), list):
         calls = [
-            {
-                "id": "call_" + uuid.uuid4().hex[:24],
-                "type": "function",
-                "function": {"name": str(c.get("name")), "arguments": json.dumps(c.get("arguments", {}))},
-            }
+            (str(c.get("name")), c["arguments"] if isinstance(c.get("arguments"), dict) else {})
             for c in answer["tool_calls"]
             if isinstance(c, dict)
         ]
@@ -182,3 +211,18 @@ def read_answer(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
     if isinstance(answer, dict) and isinstance(answer.get("response"), str):
         return answer["response"], None
     return text, None
+
+
+def read_answer(text: str) -> tuple[str | None, list[dict[str, Any]] | None]:
+    """``parse_answer`` with the calls as OpenAI's ``tool_calls`` (arguments as JSON text, an id each)."""
+    content, calls = parse_answer(text)
+    if calls is None:
+        return content, None
+    return None, [
+        {
+            "id": "call_" + uuid.uuid4().hex[:24],
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+        for name, arguments in calls
+    ]

@@ -359,7 +359,8 @@ def pull(
             fetched.append(_download(registry, container, descriptor, cache, ref))
             return fetched[-1]
 
-        source = {"ref": ref, "digest": digest}
+        # the reference as given is what clients address the model by afterwards (serving.service.pulled_model)
+        source = {"ref": ref, "digest": digest, "pulled_at": round(time.time(), 3)}
         stored = _import(repo, oci, fetch, name=name, source=source, max_bytes=max_bytes, link=True)
     for path in fetched:  # imported: the cached copies are no longer needed
         path.unlink(missing_ok=True)

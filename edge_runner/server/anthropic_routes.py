@@ -25,7 +25,7 @@ from edge_runner.server.body import read_body, start_generation
 from edge_runner.server.errors import status_for
 from edge_runner.server.openai_routes import model_ref
 from edge_runner.server.routes import Route
-from edge_runner.serving.service import GenerationStream, ModelService
+from edge_runner.serving.service import GenerationStream, ModelService, pulled_model
 
 log = logging.getLogger("edge_runner.server.anthropic")
 
@@ -66,10 +66,11 @@ class MessagesResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = json_object(read_body(req, self.max_body), empty_ok=False)
-        name, version = model_ref(body)
+        name, version = pulled_model(self.service, body.get("model")) or model_ref(body)
         build = functools.partial(self.build, body)
         _, stream = start_generation(self.service, req, name, version, build, bool(body.get("stream")))
-        responder = proto.Responder(str(body["model"]), proto.prewarm_only(body))
+        tools = proto.tool_spec(body) is not None
+        responder = proto.Responder(str(body["model"]), proto.prewarm_only(body), tools)
         if body.get("stream"):
             resp.content_type = "text/event-stream"
             resp.set_header("Cache-Control", "no-cache")

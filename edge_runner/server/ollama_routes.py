@@ -35,15 +35,17 @@ from edge_runner.server.openai_routes import GENERATION_TASKS, model_ref
 from edge_runner.server.ops import PsResource
 from edge_runner.server.routes import Route
 from edge_runner.serving.loaded_model import LoadedModel
-from edge_runner.serving.service import GenerationStream, ModelService
+from edge_runner.serving.service import GenerationStream, ModelService, pulled_model, pulled_refs
 
 log = logging.getLogger("edge_runner.server.ollama")
 NDJSON = "application/x-ndjson"
 
 
-def ollama_ref(body: dict[str, Any]) -> tuple[str, int | None]:
-    """``model`` (or the older ``name``) as ``name``, ``name:latest`` or ``name:VERSION``."""
-    return model_ref({"model": body.get("model") or body.get("name")})
+def ollama_ref(service: ModelService, body: dict[str, Any]) -> tuple[str, int | None]:
+    """``model`` (or the older ``name``) as ``name``, ``name:latest`` or ``name:VERSION``, or the OCI
+    reference a model was pulled from (``host[:port]/repository[:tag]``, as Ollama users address it)."""
+    model = body.get("model") or body.get("name")
+    return pulled_model(service, model) or model_ref({"model": model})
 
 
 def _line(payload: dict[str, Any]) -> bytes:
@@ -60,11 +62,17 @@ def ndjson_stream(
     """NDJSON lines of one generation; closing this generator (client gone) cancels the generation."""
     try:
         done = False
+        held: list[str] = []  # with tools, the JSON answer is only meaningful once whole
         for chunk in stream.coalesced():
-            if chunk.text:
+            if responder.tools:
+                held.append(chunk.text)
+                responder.timings.mark_token()
+            elif chunk.text:
                 yield _line(responder.piece(chunk.text))
             if chunk.finish_reason is not None:
                 done = True
+                if responder.tools:
+                    yield _line(responder.held("".join(held)))
                 yield _line(responder.final(chunk.finish_reason, chunk.usage))
         if not done:
             yield _line(responder.final("stop", None))
@@ -94,10 +102,11 @@ class _GenerationResource(_Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
-        name, version = ollama_ref(body)
+        name, version = ollama_ref(self.service, body)
         keep_alive = keep_alive_s(body)
         timings = proto.Timings()
-        responder = proto.Responder(str(body.get("model") or body.get("name")), self.chat, timings)
+        tools = self.chat and proto.tool_spec(body) is not None
+        responder = proto.Responder(str(body.get("model") or body.get("name")), self.chat, timings, tools)
         if proto.is_load_only(body, self.chat):
             resp.media = responder.lifecycle(load_or_unload(self.service, name, version, keep_alive))
             return
@@ -150,7 +159,7 @@ class EmbedResource(_Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
-        name, version = ollama_ref(body)
+        name, version = ollama_ref(self.service, body)
         texts = proto.embed_texts(body, self.legacy)
         dimensions = proto.embed_dimensions(body)
         keep_alive = keep_alive_s(body)
@@ -178,18 +187,24 @@ def _modified_at(folder: Path) -> float | None:
 
 
 def _facts(
-    entry: LoadedModel | None, name: str, version: int, latest: bool, manifest: Manifest | None = None
+    entry: LoadedModel | None,
+    name: str,
+    version: int,
+    latest: bool,
+    manifest: Manifest | None = None,
+    references: tuple[str, ...] = (),
 ) -> listing.ModelFacts:
     """What /api/tags and /api/show say about a version: from the loaded entry, else from its manifest on disk."""
     if entry is not None:
         caps = entry.metadata.capabilities
         modified = _modified_at(entry.folder)
-        return listing.ModelFacts(name, version, latest, entry.manifest, modified, caps.generate, caps.embed)
+        return listing.ModelFacts(
+            name, version, latest, entry.manifest, modified, caps.generate, caps.embed, references
+        )
     if manifest is None:
-        return listing.ModelFacts(name, version, latest)
-    return listing.ModelFacts(
-        name, version, latest, manifest, None, manifest.task in GENERATION_TASKS, manifest.task in EMBEDDING_TASKS
-    )
+        return listing.ModelFacts(name, version, latest, references=references)
+    generate, embed = manifest.task in GENERATION_TASKS, manifest.task in EMBEDDING_TASKS
+    return listing.ModelFacts(name, version, latest, manifest, None, generate, embed, references)
 
 
 class TagsResource(_Base):
@@ -197,6 +212,9 @@ class TagsResource(_Base):
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         loaded = {(e.name, e.version): e for e in self.service.loaded()}
+        references: dict[tuple[str, int], tuple[str, ...]] = {}
+        for ref, pulled in sorted(pulled_refs(self.service).items()):
+            references[pulled] = (*references.get(pulled, ()), ref)
         versions: dict[str, list[int]] = {}
         for row in self.service.index():
             versions.setdefault(row["name"], []).append(int(row["version"]))
@@ -206,7 +224,8 @@ class TagsResource(_Base):
             for version in sorted(numbers, reverse=True):
                 entry = loaded.get((name, version))
                 manifest = None if entry else self.service.describe(name, version)
-                facts.append(_facts(entry, name, version, version == newest, manifest))
+                refs = references.get((name, version), ())
+                facts.append(_facts(entry, name, version, version == newest, manifest, refs))
         resp.media = listing.tags_response(facts)
 
 
@@ -214,7 +233,7 @@ class ShowResource(_Base):
     """``POST /api/show``: details, capabilities and model info (loads the model, as a first chat would)."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        name, version = ollama_ref(self.body(req))
+        name, version = ollama_ref(self.service, self.body(req))
         try:
             entry = self.service.get(name, version)
         except ModelNotReady:
@@ -256,7 +275,7 @@ class PullResource(_Base):
                 {"status": "success", "model": f"{manifest.name}:{manifest.version}"},
             ]
         else:
-            name, _ = ollama_ref(body)
+            name, _ = ollama_ref(self.service, body)
             if name not in self.service.model_names():
                 raise ModelNotFound(
                     f"model {name!r} is not here; pull it by its OCI reference (host[:port]/repository[:tag]), "

@@ -30,16 +30,20 @@ from edge_runner.server.body import read_body, start_generation
 from edge_runner.server.keep_alive import end_keep_alive, keep_alive_s, start_keep_alive
 from edge_runner.server.routes import Route
 from edge_runner.serving.loaded_model import LoadedModel
-from edge_runner.serving.service import GenerationStream, ModelService
+from edge_runner.serving.service import GenerationStream, ModelService, pulled_model
 
 log = logging.getLogger("edge_runner.server.openai")
 
 
-def model_ref(body: dict[str, Any]) -> tuple[str, int | None]:
-    """``model`` as ``name``, ``name:latest`` (the newest version) or ``name:VERSION``."""
+def model_ref(body: dict[str, Any], service: ModelService | None = None) -> tuple[str, int | None]:
+    """``model`` as ``name``, ``name:latest`` (the newest version) or ``name:VERSION``; with ``service``, also
+    the OCI reference a model was pulled from (``host[:port]/repository[:tag]``, ``serving.service.pulled_model``)."""
     name = body.get("model")
     if not isinstance(name, str) or not name:
         raise MalformedRequest("'model' must name a model (see GET /v1/models)")
+    pulled = pulled_model(service, name) if service is not None else None
+    if pulled is not None:
+        return pulled
     base, _, tag = name.partition(":")
     if tag in ("", "latest"):
         return validate_name(base), None
@@ -101,7 +105,7 @@ class _GenerationResource(_Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
-        name, version = model_ref(body)
+        name, version = model_ref(body, self.service)
         keep_alive = keep_alive_s(body)
         build = functools.partial(self.build, body)
         entry, stream = start_generation(self.service, req, name, version, build, bool(body.get("stream")))
@@ -139,7 +143,7 @@ class EmbeddingsResource(_Base):
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         body = self.body(req)
-        name, version = model_ref(body)
+        name, version = model_ref(body, self.service)
         texts = proto.embedding_texts(body)
         keep_alive = keep_alive_s(body)
         entry, vectors, tokens = self.service.embed(name, version, texts)

@@ -8,6 +8,8 @@ stats and the Prometheus metrics once, whatever the protocol.
 Load policy, in one place (``ModelManager.acquire``): the KServe v2 routes follow Triton's explicit model
 control (a model that is not loaded answers 503 until ``POST /v2/repository/models/{m}/load``); the LLM
 and embedding routes follow OpenAI/Ollama clients' expectation and load a servable model on first use.
+Models named in the ``lazy_models`` setting (by default the embedded OpenVINO/TFLite twins of ``digits``) are
+not loaded at start and load on their first request on every route, v2 included.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from edge_runner.backends.base import Tensors
 from edge_runner.config.settings import Settings
-from edge_runner.core.errors import RequestCancelled, RequestTimeout
+from edge_runner.core.errors import ModelNotFound, RequestCancelled, RequestTimeout
 from edge_runner.core.generation import GenerationChunk, GenerationRequest
 from edge_runner.core.manifest import Manifest
 from edge_runner.serving.loaded_model import LoadedModel
@@ -101,6 +103,44 @@ class GenerationStream(Iterator[GenerationChunk]):
         if close is not None:
             close()
         self._end(status)
+
+
+def _with_tag(ref: str) -> str:
+    """``host/repository`` and ``host/repository:latest`` are one reference (OCI's default tag)."""
+    last = ref.rsplit("/", 1)[-1]
+    return ref if ":" in last or "@" in last else f"{ref}:latest"
+
+
+def pulled_refs(service: ModelService) -> dict[str, tuple[str, int]]:
+    """Every OCI reference a model here was pulled from (``/api/pull``, ``models pull``; its manifest's
+    ``source.oci.ref``), with the tag made explicit -> the ``(name, version)`` of its latest pull."""
+    found: dict[str, tuple[float, int, str]] = {}
+    for row in service.index():
+        name, version = str(row["name"]), int(row["version"])
+        manifest = service.describe(name, version)
+        oci = manifest.source.get("oci") if manifest is not None else None
+        if not isinstance(oci, dict) or not isinstance(oci.get("ref"), str) or "/" not in oci["ref"]:
+            continue  # not pulled, or pulled from an OCI layout folder
+        pulled_at = oci.get("pulled_at")
+        candidate = (float(pulled_at) if isinstance(pulled_at, int | float) else 0.0, version, name)
+        ref = _with_tag(oci["ref"])
+        found[ref] = max(found.get(ref, candidate), candidate)
+    return {ref: (name, version) for ref, (_, version, name) in found.items()}
+
+
+def pulled_model(service: ModelService, model: object) -> tuple[str, int] | None:
+    """The model version a request's ``model`` names when it is an OCI reference (``host[:port]/repo[:tag]``,
+    anything with a ``/``), as Docker Model Runner and Ollama users address what they pulled; None for a
+    plain name; ModelNotFound when nothing here was pulled from that reference."""
+    if not isinstance(model, str) or "/" not in model:
+        return None
+    found = pulled_refs(service).get(_with_tag(model))
+    if found is None:
+        raise ModelNotFound(
+            f"model {model!r}: nothing here was pulled from that reference; pull it first (POST /api/pull, or "
+            "'edge-runner models pull REF')"
+        )
+    return found
 
 
 class ModelService(Protocol):

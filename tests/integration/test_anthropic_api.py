@@ -155,3 +155,83 @@ def test_errors_are_anthropic_shaped(server: ServerProcess, client: Any) -> None
         server, "/v1/messages", {"model": "tiny-llm", "max_tokens": 8, "messages": MESSAGES, "temperature": 3}
     )
     assert status == 400 and json.loads(data)["error"]["type"] == "invalid_request_error"
+
+
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather of a city",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        },
+        "required": ["city", "unit"],
+        "additionalProperties": False,
+    },
+}
+#: what a grammar enforces of WEATHER's schema (``minimum``/``maximum`` are left to the client, as OpenAI's strict mode)
+ENFORCED = {
+    **WEATHER["input_schema"],  # type: ignore[dict-item]
+    "properties": {**WEATHER["input_schema"]["properties"], "days": {"type": "integer"}},  # type: ignore[index]
+}
+
+
+def _check_tool_use(block: Any) -> None:
+    import jsonschema
+
+    assert block.type == "tool_use" and block.name == "get_weather" and block.id.startswith("toolu_")
+    assert isinstance(block.input, dict)
+    jsonschema.validate(block.input, ENFORCED)
+
+
+def test_tool_use_plain_streamed_and_a_tool_result_round_trip(server: ServerProcess, client: Any) -> None:
+    """``tool_choice: any``: a ``tool_use`` block whose input follows the declared ``input_schema`` (checked
+    with jsonschema) and ``stop_reason: tool_use``; streamed, the SDK assembles the same block from
+    ``input_json_delta``; the ``tool_result`` goes back in a user turn and the model answers in text."""
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    kwargs = {"model": "tiny-llm", "max_tokens": 160, "tools": [WEATHER], "tool_choice": {"type": "any"}}
+    message = client.messages.create(messages=asked, extra_body=GREEDY, **kwargs)
+    assert message.stop_reason == "tool_use" and len(message.content) == 1
+    (use,) = message.content
+    _check_tool_use(use)
+
+    with client.messages.stream(messages=asked, extra_body=GREEDY, **kwargs) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use" and len(final.content) == 1
+    _check_tool_use(final.content[0])
+    status, data = _post(server, "/v1/messages", {**kwargs, "messages": asked, "stream": True, **GREEDY})
+    assert status == 200
+    frames = [block.split("\n", 1) for block in data.decode().strip().split("\n\n")]
+    names = [head.removeprefix("event: ") for head, _ in frames]
+    block = ["content_block_start", "content_block_delta", "content_block_stop"]  # one tool_use block
+    assert names == ["message_start", "ping", *block, "message_delta", "message_stop"]
+    payloads = [json.loads(body.removeprefix("data: ")) for _, body in frames]
+    started, delta = payloads[2]["content_block"], payloads[3]["delta"]
+    assert started["type"] == "tool_use" and started["input"] == {} and started["name"] == "get_weather"
+    assert delta["type"] == "input_json_delta" and isinstance(json.loads(delta["partial_json"]), dict)
+    assert payloads[5]["delta"]["stop_reason"] == "tool_use"
+
+    history = [
+        *asked,
+        {"role": "assistant", "content": [use.model_dump(exclude_none=True)]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny, 21 C"}]},
+    ]
+    answer = client.messages.create(
+        model="tiny-llm", max_tokens=12, tools=[WEATHER], tool_choice={"type": "none"}, messages=history
+    )
+    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[0].type == "text"
+    assert answer.content[0].text
+    unanswered = client.messages.create(model="tiny-llm", max_tokens=1, messages=asked)
+    assert answer.usage.input_tokens + (answer.usage.cache_read_input_tokens or 0) > (
+        unanswered.usage.input_tokens + (unanswered.usage.cache_read_input_tokens or 0) + 10
+    )  # the call and its result reached the model
+    named = client.messages.create(
+        messages=asked, extra_body=GREEDY, **{**kwargs, "tool_choice": {"type": "tool", "name": "get_weather"}}
+    )
+    assert named.stop_reason == "tool_use"
+    _check_tool_use(named.content[0])
+    with pytest.raises(anthropic.BadRequestError) as unknown:
+        client.messages.create(messages=asked, **{**kwargs, "tool_choice": {"type": "tool", "name": "nope"}})
+    assert "not in 'tools'" in unknown.value.body["error"]["message"]

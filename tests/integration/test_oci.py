@@ -18,6 +18,7 @@ import urllib.request
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -137,7 +138,8 @@ def test_push_pull_round_trip_serves_the_same_model(
     assert pulled.returncode == 0, pulled.stderr
     stored = json.loads(pulled.stdout)
     assert (stored["name"], stored["version"]) == ("copy", 1)
-    assert stored["source"]["oci"] == {"ref": ref, "digest": digest}
+    assert stored["source"]["oci"]["ref"] == ref and stored["source"]["oci"]["digest"] == digest
+    assert abs(stored["source"]["oci"]["pulled_at"] - time.time()) < 120
     original = json.loads((DIGITS / "manifest.json").read_text())
     assert stored["parity"] == original["parity"]  # the parity report travels in the config blob
     folder = tmp_path / "repo" / "copy" / "1"
@@ -254,3 +256,68 @@ def test_ollama_pull_fetches_only_from_allowed_registries(
     with pytest.raises(ollama.ResponseError) as missing:
         client.pull(f"{registry.host}/models/absent:1")
     assert missing.value.status_code == 502
+
+
+def _chat(url: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_pulled_model_answers_to_the_reference_it_was_pulled_by(
+    tmp_path: Path, registry: Registry, start_server: Callable[..., ServerProcess]
+) -> None:
+    """Docker Model Runner and Ollama users address a model by the reference they pulled: after
+    ``models pull REF --name first``, ``REF`` is ``first:1``; after ``/api/pull REF`` (its own name, ``chatty``)
+    the same ``REF`` is the newer pull. Ollama's chat and Anthropic's messages resolve it the same way."""
+    ollama = pytest.importorskip("ollama")
+    pytest.importorskip("llama_cpp")
+    source = _env(tmp_path, "source-repo")
+    assert cli(source, "models", "add", str(DEFAULTS_DIR / "tiny-llm" / "1"), "--name", "chatty").returncode == 0
+    ref = f"{registry.host}/library/chatty:1"
+    pushed = cli(source, "models", "push", "chatty:1", ref)
+    assert pushed.returncode == 0, pushed.stderr
+    untagged = f"{registry.host}/library/chatty"  # OCI's default tag: latest
+    assert cli(source, "models", "push", "chatty:1", untagged + ":latest").returncode == 0
+
+    env = _env(tmp_path, "repo")
+    pulled = cli(env, "models", "--json", "pull", ref, "--name", "first")
+    assert pulled.returncode == 0, pulled.stderr
+    assert cli(env, "models", "pull", untagged, "--name", "second").returncode == 0
+    server = start_server("--threads", "2", env={**env, "EDGE_RUNNER_PULL_REGISTRIES": registry.host})
+    client = ollama.Client(host=server.url, timeout=120)
+    greedy = {"temperature": 0, "num_predict": 12}
+    asked = [{"role": "user", "content": "What is assert?"}]
+    by_ref = client.chat(model=ref, messages=asked, options=greedy)
+    assert by_ref.model == ref and by_ref.message.content  # echoed as sent, as Ollama does
+    assert by_ref.message.content == client.chat(model="first", messages=asked, options=greedy).message.content
+    loaded = {m.model for m in client.ps().models}
+    assert "first:1" in loaded and "chatty:1" not in loaded
+    streamed = list(client.chat(model=untagged, messages=asked, options=greedy, stream=True))
+    assert "".join(p.message.content or "" for p in streamed) == by_ref.message.content
+    assert "second:1" in {m.model for m in client.ps().models}
+
+    assert client.pull(ref).status == "success"  # into the repository under its own name: chatty version 1
+    assert _model_folders(tmp_path / "repo") == ["chatty", "first", "second"]
+    again = client.chat(model=ref, messages=asked, options=greedy)
+    assert again.message.content == by_ref.message.content
+    assert "chatty:1" in {m.model for m in client.ps().models}  # the latest pull of the reference
+    assert client.show(ref).details.format == "gguf"
+    listed = {m.model: m for m in client.list().models}  # listed by the references too, as Ollama does
+    assert {ref, f"{untagged}:latest", "chatty:1", "first:1", "second:1"} <= set(listed)
+    assert listed[ref].digest is not None and listed[ref].digest == listed["chatty:1"].digest
+
+    status, message = _chat(
+        server.url, "/v1/messages", {"model": ref, "max_tokens": 4, "messages": asked, "temperature": 0}
+    )
+    assert status == 200 and message["model"] == ref and message["content"]
+    status, completion = _chat(
+        server.url, "/v1/chat/completions", {"model": ref, "max_tokens": 12, "messages": asked, "temperature": 0}
+    )
+    assert status == 200 and completion["choices"][0]["message"]["content"] == by_ref.message.content
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.chat(model=f"{registry.host}/library/never-pulled:1", messages=asked)
+    assert missing.value.status_code == 404 and "pull it first" in missing.value.error

@@ -175,6 +175,68 @@ def test_options_seed_stop_and_json_format(client: Any) -> None:
     assert isinstance(json.loads(shaped.message.content)["ok"], bool)
 
 
+#: what the ollama client passes on of a property: type, description, enum (it drops other keywords)
+PARAMETERS = {
+    "type": "object",
+    "properties": {
+        "city": {"type": "string", "enum": ["Paris", "Rome", "Oslo"]},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+    },
+    "required": ["city", "unit"],
+}
+WEATHER = {
+    "type": "function",
+    "function": {"name": "get_weather", "description": "City weather", "parameters": PARAMETERS},
+}
+
+
+def _tool_call_or_text(message: Any) -> str:
+    """Ollama's ``auto`` tools: a call whose arguments (an object) follow the declared parameters, else text."""
+    import jsonschema
+
+    if not message.tool_calls:
+        assert isinstance(message.content, str)  # {"response": ""} is a valid (empty) text answer
+        return "text"
+    (call,) = message.tool_calls  # one tool: at most one call
+    assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
+    jsonschema.validate(dict(call.function.arguments), PARAMETERS)
+    return "call"
+
+
+def test_chat_tools_calls_streamed_and_a_tool_result_round_trip(client: Any) -> None:
+    """``tools`` through the unmodified client: with Ollama's default sampling, each seeded answer is either a
+    tool call (arguments an object valid against the declared schema) or text; streamed, the call comes
+    in one ``done: false`` object; a ``tool`` message (``tool_name``) then goes back to the model."""
+    asked = [{"role": "user", "content": "Weather in Paris?"}]
+    options = {"num_predict": 160}
+    kinds = {}
+    for seed in range(40):
+        answer = client.chat(model="tiny-llm", messages=asked, tools=[WEATHER], options={**options, "seed": seed})
+        assert answer.done and answer.done_reason in ("stop", "length")
+        kinds[seed] = _tool_call_or_text(answer.message)
+        if kinds[seed] == "call":
+            assert answer.message.content == ""
+            break
+    seed = next((s for s, kind in kinds.items() if kind == "call"), None)
+    assert seed is not None, f"no tool call in {len(kinds)} seeded answers"
+    parts = list(
+        client.chat(model="tiny-llm", messages=asked, tools=[WEATHER], options={**options, "seed": seed}, stream=True)
+    )
+    assert all(not p.done for p in parts[:-1]) and parts[-1].done and not parts[-1].message.tool_calls
+    calls = [p.message for p in parts if p.message.tool_calls]
+    assert len(calls) == 1 and _tool_call_or_text(calls[0]) == "call"
+
+    history = [*asked, answer.message, {"role": "tool", "content": "sunny, 21 C", "tool_name": "get_weather"}]
+    final = client.chat(model="tiny-llm", messages=history, tools=[WEATHER], options={**options, "seed": seed})
+    assert final.done
+    _tool_call_or_text(final.message)
+    unanswered = client.chat(model="tiny-llm", messages=asked, tools=[WEATHER], options={"num_predict": 1})
+    assert final.prompt_eval_count > unanswered.prompt_eval_count + 10  # the call and its result reached the model
+    with pytest.raises(ollama.ResponseError) as bad:
+        client.chat(model="tiny-llm", messages=asked, tools=[{"type": "function", "function": {"name": "a b"}}])
+    assert bad.value.status_code == 400 and "tools[0].function.name" in bad.value.error
+
+
 def test_keep_alive_load_and_unload(client: Any) -> None:
     client.generate(model="tiny-llm", prompt="hi", options={"num_predict": 1}, keep_alive="5m")
     tiny = next(m for m in client.ps().models if m.model == "tiny-llm:1")

@@ -76,3 +76,23 @@ def test_run_chat_one_shot_and_interactive(make_manager: Callable[..., ModelMana
     assert out.getvalue().count("\n") >= 2
     # the chat went through the service: both runs are counted in the model's stats
     assert manager.get("tiny-llm").stats.to_json()["inference_stats"]["success"]["count"] >= 3
+
+
+def test_logit_bias_bans_and_forces_tokens(client: falcon.testing.TestClient) -> None:
+    """OpenAI ``logit_bias``: -100 on end-of-sequence keeps a greedy completion going that otherwise stops at
+    once; +100 on one token makes every generated token that one; an id past the vocabulary is a 400."""
+    prompt = {"model": "tiny-llm", "prompt": "Tell me about the import statement.", "max_tokens": 6, "temperature": 0}
+    plain = client.simulate_post("/v1/completions", json=prompt).json
+    assert plain["usage"]["completion_tokens"] == 0 and plain["choices"][0]["finish_reason"] == "stop"
+    banned = client.simulate_post("/v1/completions", json={**prompt, "logit_bias": {"2": -100}}).json
+    assert banned["usage"]["completion_tokens"] == 6 and banned["choices"][0]["finish_reason"] == "length"
+    forced = client.simulate_post("/v1/completions", json={**prompt, "logit_bias": {"436": 100}, "logprobs": 1}).json[
+        "choices"
+    ][0]
+    assert forced["logprobs"]["tokens"] == [forced["logprobs"]["tokens"][0]] * 6
+    assert forced["text"] == forced["logprobs"]["tokens"][0] * 6
+    too_far = client.simulate_post("/v1/completions", json={**prompt, "logit_bias": {"99999999": 5}})
+    assert too_far.status_code == 400 and "vocabulary" in too_far.json["error"]["message"]
+    for bad in ({"x": 1}, {"5": 101}, [1, 2], {"5": "a"}, {"5": None}, {"-5": 1}):
+        result = client.simulate_post("/v1/completions", json={**prompt, "logit_bias": bad})
+        assert result.status_code == 400 and "logit_bias" in result.json["error"]["message"], bad

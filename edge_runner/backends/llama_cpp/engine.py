@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge_runner.backends.llama_cpp.native import Batch, NativeModel
-from edge_runner.backends.llama_cpp.sampling import GrammarDeadEnd, Sampler
+from edge_runner.backends.llama_cpp.sampling import GrammarDeadEnd, Sampler, check_logit_bias
 from edge_runner.backends.llama_cpp.stream import Sequence, Stream
 from edge_runner.backends.llama_cpp.text import TextAssembler, common_prefix_len
 from edge_runner.core.errors import EdgeRunnerError, InferenceError, InvalidInput, Overloaded
@@ -94,6 +94,7 @@ class LlmEngine:
                 f"the prompt is {len(prompt)} tokens; this model's context is {self.max_seq_len} tokens "
                 "(raise --max-seq-len or shorten the prompt)"
             )
+        check_logit_bias(params, self.native.n_vocab)
         seq = Sequence(prompt=list(prompt), params=params, assembler=TextAssembler(params.stop))
         with self._cond:
             if self._stopping:

@@ -143,6 +143,15 @@ def grammar_text(params: SamplingParams) -> str | None:
     return schema_grammar(params.json_schema)
 
 
+def check_logit_bias(params: SamplingParams, n_vocab: int) -> None:
+    """A 400 for a ``logit_bias`` token id outside the vocabulary (before the request reaches the engine)."""
+    outside = [token for token, _ in params.logit_bias if token >= n_vocab]
+    if outside:
+        raise InvalidInput(
+            f"logit_bias names token {outside[0]}, but the vocabulary has {n_vocab} tokens (0-{n_vocab - 1})"
+        )
+
+
 class Sampler:
     """A llama.cpp sampler chain owned by one sequence; call ``free`` when the sequence ends."""
 
@@ -157,6 +166,9 @@ class Sampler:
         self.top_logprobs = min(max(0, params.top_logprobs), self.n_vocab)
         self.last_logprobs: tuple[float, list[tuple[int, float]]] | None = None
         add = functools.partial(lib.llama_sampler_chain_add, self.chain)
+        if params.logit_bias:  # ids checked against the vocabulary by check_logit_bias at submit
+            biases = (lib.llama_logit_bias * len(params.logit_bias))(*params.logit_bias)  # copied by llama.cpp
+            add(lib.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), biases))
         gbnf = grammar_text(params)
         if gbnf is not None:
             grammar = lib.llama_sampler_init_grammar(native.vocab, gbnf.encode(), b"root")
