@@ -1,8 +1,9 @@
-"""KServe v2 JSON tensors: our codec (orjson, numpy straight in and out) beside the stdlib baseline.
+"""KServe v2 JSON tensors: our codec (simdjson/orjson, numpy straight in and out) beside the stdlib baseline.
 
 One MobileNet-sized request (1x224x224x3 FP32, ~3 MB of JSON) and its 1x1000 answer, decoded and encoded
-in-process; the baseline is what the codec did before (``json.loads`` + ``np.asarray``, ``json.dumps`` of
-``tolist()``). Both run side by side in this one run; the ratios are what counts, not the milliseconds.
+in-process (decode: simdjson straight into numpy; also the orjson-lists path it replaced); the baseline is
+the stdlib codec of before (``json.loads`` + ``np.asarray``, ``json.dumps`` of ``tolist()``).
+All run side by side in this one run; the ratios are what counts, not the milliseconds.
 
     .venv/bin/python -m bench.bench_json_codec [--repeat 15]
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from edge_runner.protocol import json_body
 from edge_runner.protocol.kserve_codec import decode_request, encode_response
 
 
@@ -45,6 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     def ours_decode() -> object:
         return decode_request(body, None).inputs["input"]
 
+    def orjson_lists_decode() -> object:  # the previous codec: orjson builds a Python float per element
+        limit = json_body.TENSOR_PATH_BYTES
+        json_body.TENSOR_PATH_BYTES = 1 << 62
+        try:
+            return decode_request(body, None).inputs["input"]
+        finally:
+            json_body.TENSOR_PATH_BYTES = limit
+
     def stdlib_decode() -> object:
         entry = json.loads(body)["inputs"][0]
         return np.asarray(entry["data"], dtype=np.float32).reshape(entry["shape"])
@@ -61,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return run
 
-    np.testing.assert_array_equal(ours_decode(), stdlib_decode())  # same tensor both ways
+    np.testing.assert_array_equal(ours_decode(), stdlib_decode())  # same tensor every way
+    np.testing.assert_array_equal(orjson_lists_decode(), stdlib_decode())
     encoded, _ = encode_response("m", "1", parsed, {"out": big}, {"out": "FP32"})
     ours_json = json.loads(encoded)["outputs"][0]["data"]
     assert np.array_equal(np.asarray(ours_json, np.float32), big.ravel()), "encoded values differ"
 
     rows = [
         ("decode 1x224x224x3 FP32 request", ours_decode, stdlib_decode),
+        ("decode, orjson lists (previous codec)", orjson_lists_decode, stdlib_decode),
         ("encode 1x1000 FP32 answer", ours_encode(logits), stdlib_encode(logits)),
         ("encode 1x224x224x3 FP32 answer", ours_encode(big), stdlib_encode(big)),
     ]

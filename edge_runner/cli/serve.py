@@ -97,6 +97,22 @@ def _reap_forever(manager: ModelManager, state: dict[str, bool], interval_s: flo
         time.sleep(interval_s)
 
 
+#: request bodies held in memory up to this size (at most; see body_in_memory_bytes); larger ones go to a file
+BODY_IN_MEMORY_BYTES = 8 * 2**20
+#: bytes asked of the socket per read (waitress reads 8 KiB by default: 75 loop turns for a 600 KB tensor)
+RECV_BYTES = 256 * 2**10
+
+
+def body_in_memory_bytes(settings: Settings) -> int:
+    """How much of each request body waitress keeps in memory: up to 8 MiB, but so that every allowed
+    connection holding that much together stays within a quarter of the machine's RAM (waitress's own
+    512 KiB is the floor)."""
+    import psutil
+
+    share = int(psutil.virtual_memory().total) // (4 * max(1, settings.connection_limit))
+    return max(512 * 2**10, min(BODY_IN_MEMORY_BYTES, share, settings.max_body_bytes))
+
+
 #: worker threads kept beyond the admission limit, so health, metrics and ps never wait behind model work
 RESERVED_THREADS = 8
 
@@ -131,6 +147,10 @@ def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) 
         # lets a request see that its client left (non-streamed generation is cancelled then)
         channel_request_lookahead=1,
         max_request_body_size=settings.max_body_bytes + 1,
+        # request bodies up to this size stay in memory (waitress spills larger ones to a temporary file: at its
+        # 512 KiB default a 600 KB MobileNet tensor went to disk on every request), read in large chunks
+        inbuf_overflow=body_in_memory_bytes(settings),
+        recv_bytes=RECV_BYTES,
         ident="edge-runner",
         clear_untrusted_proxy_headers=True,
     )
