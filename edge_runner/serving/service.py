@@ -14,6 +14,7 @@ not loaded at start and load on their first request on every route, v2 included.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
@@ -105,6 +106,14 @@ class GenerationStream(Iterator[GenerationChunk]):
         self._end(status)
 
 
+#: an OCI reference as pulled: ``host[:port]/path[:tag]`` (distribution-spec path components, optional digest)
+_OCI_REF = re.compile(
+    r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?"
+    r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
 def _with_tag(ref: str) -> str:
     """``host/repository`` and ``host/repository:latest`` are one reference (OCI's default tag)."""
     last = ref.rsplit("/", 1)[-1]
@@ -132,8 +141,8 @@ def pulled_model(service: ModelService, model: object) -> tuple[str, int] | None
     """The model version a request's ``model`` names when it is an OCI reference (``host[:port]/repo[:tag]``,
     anything with a ``/``), as Docker Model Runner and Ollama users address what they pulled; None for a
     plain name; ModelNotFound when nothing here was pulled from that reference."""
-    if not isinstance(model, str) or "/" not in model:
-        return None
+    if not isinstance(model, str) or "/" not in model or not _OCI_REF.match(model):
+        return None  # a plain name, or not a reference at all (``../etc``): the name check answers
     found = pulled_refs(service).get(_with_tag(model))
     if found is None:
         raise ModelNotFound(
