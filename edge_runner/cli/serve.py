@@ -41,12 +41,14 @@ def build_manager(settings: Settings, profile: Profile, metrics: Metrics | None 
 def load_startup_models(
     manager: ModelManager, names: tuple[str, ...], state: dict[str, bool] | None = None
 ) -> list[str]:
-    """Load the named models (all when empty); a failing model is logged and skipped. Returns failures.
+    """Load the named models (when empty: all but the ``lazy_models``, which load on their first request);
+    a failing model is logged and skipped. Returns failures.
 
     Stops early once ``state['draining']`` is set (SIGTERM during start-up).
     """
     failures = []
-    for name in names or tuple(manager.model_names()):
+    lazy = set(manager.settings.lazy_models)
+    for name in names or tuple(n for n in manager.model_names() if n not in lazy):
         if state is not None and state.get("draining"):
             log.info("SIGTERM during start-up: not loading the remaining models")
             break

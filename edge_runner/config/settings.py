@@ -61,6 +61,12 @@ class Settings:
     model_name: str = _setting("", "serve one model under this name (seed form, with --model-path)", str)
     model_path: str = _setting("", "path of the one model to serve (ONNX file or folder with manifest)", str)
     load_defaults: bool = _setting(True, "also serve the embedded default models (digits, tiny-llm)", to_bool)
+    lazy_models: tuple[str, ...] = _setting(
+        ("digits-openvino", "digits-tflite"),
+        "models listed but not loaded at start: each loads on its first request, v2 infer included "
+        "(comma list; '' loads every model at start)",
+        to_str_list,
+    )
     version_policy: str = _setting("latest", "versions to load: latest, latest:N, all, specific:1,2", to_version_policy)
     profile: str = _setting("cpu", "hardware profile name or .toml path (see profiles/)", str)
     backend: str = _setting(
@@ -119,6 +125,15 @@ class Settings:
     memory_budget: int = _setting(-1, "bytes all loaded models may use; auto = 80% of available RAM", to_bytes)
     keep_alive: float = _setting(-1.0, "unload a model idle this long (5m, 30s; -1 forever, 0 at once)", to_duration_s)
     max_seq_len: int = _setting(2048, "context length for LLMs", int_at_least(16))
+    kv_cache_type: str = _setting(
+        "f16", "LLM KV cache element type: f16, or q8_0 (about half the memory)", one_of("f16", "q8_0")
+    )
+    kv_preallocate: bool = _setting(
+        False,
+        "allocate the LLM KV cache of every slot at load; by default it grows with the streams in use "
+        "(none while idle, then 1, 2, 4 slots)",
+        to_bool,
+    )
     use_mmap: bool = _setting(True, "memory-map weights where the runtime allows", to_bool)
     mlock: bool = _setting(False, "lock LLM weights in RAM (needs a raised memlock limit)", to_bool)
     quantization: str = _setting(

@@ -78,7 +78,7 @@ class ModelMetadataResource:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        resp.media = model_metadata(self.service, self.service.get(validate_name(model), _version(version)))
+        resp.media = model_metadata(self.service, self.service.acquire(validate_name(model), _version(version)))
 
 
 class ModelReadyResource:
@@ -86,7 +86,7 @@ class ModelReadyResource:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        entry = self.service.get(validate_name(model), _version(version))
+        entry = self.service.acquire(validate_name(model), _version(version))
         resp.media = {"name": entry.name, "version": str(entry.version), "ready": True}
 
 
@@ -97,7 +97,7 @@ class ModelConfigResource:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        entry = self.service.get(validate_name(model), _version(version))
+        entry = self.service.acquire(validate_name(model), _version(version))
         policy, batching = entry.scheduler.policy, entry.scheduler.batching
         resp.media = {
             "name": entry.name,

@@ -60,6 +60,8 @@ class ModelLoader:
             "graph_optimization_level": self.settings.graph_optimization_level,
             "max_seq_len": self.settings.max_seq_len,
             "mlock": self.settings.mlock,
+            "kv_cache_type": self.settings.kv_cache_type,
+            "kv_preallocate": self.settings.kv_preallocate,
         }
         options = replace(options, options=merged, use_mmap=self.settings.use_mmap and options.use_mmap)
         return LoadPlan(cls, steps, options)

@@ -189,12 +189,12 @@ class ModelManager:
         """The loaded entry, marked as used; with ``load`` a servable model that is not loaded is loaded first.
 
         The one load policy (see ``edge_runner.serving.service``): v2 routes pass ``load=False``, the LLM and
-        embedding routes ``load=True``.
+        embedding routes ``load=True``; a model named in ``lazy_models`` loads on first use on every route.
         """
         try:
             entry = self.get(name, version)
         except ModelNotReady:
-            if not load:
+            if not (load or name in self.settings.lazy_models):
                 raise
             self.load(name, version)
             entry = self.get(name, version)

@@ -5,9 +5,11 @@ many prompt tokens of newly admitted sequences as fit, runs one ``llama_decode``
 sequence from its own logits row with its own sampler chain. Requests join and leave between steps,
 so a long generation never blocks a new one behind a lock.
 
-Slots are bounded (``n_slots`` = the context's ``n_seq_max``); beyond them up to ``max_queue``
-requests wait, then ``submit`` raises ``Overloaded``. A finished slot keeps its KV cache: a new
-request whose prompt shares a prefix with it is admitted there and only decodes the rest.
+Slots are bounded (``n_slots``); beyond them up to ``max_queue`` requests wait, then ``submit`` raises
+``Overloaded``. A finished slot keeps its KV cache: a new request whose prompt shares a prefix with it
+is admitted there and only decodes the rest. The context holds a KV cache only for the slots in use
+(``NativeModel.ensure_slots``): it grows between steps when a stream takes a slot it lacks, and shrinks
+to one slot after ``shrink_idle_s`` without streams.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class Slot:
     seq_id: int
     cache: list[int] = field(default_factory=list)
     seq: Sequence | None = None
+    #: when its last sequence ended (monotonic), to keep the most recent prefix when the cache shrinks
+    ended_at: float = 0.0
 
 
 @dataclass
@@ -53,8 +57,16 @@ class EngineStats:
     first_tokens: int = 0
 
 
+#: idle seconds after which a KV cache grown for several streams shrinks back to one slot
+SHRINK_IDLE_S = 60.0
+
+
 class LlmEngine:
-    """Owns a ``NativeModel`` context and drives all its sequences from one thread."""
+    """Owns a ``NativeModel`` context and drives all its sequences from one thread.
+
+    The KV cache follows the streams in use: it grows when a stream needs a slot the context lacks, and
+    after ``shrink_idle_s`` without any stream it shrinks to one slot, holding the most recent prefix.
+    """
 
     def __init__(
         self,
@@ -62,8 +74,10 @@ class LlmEngine:
         max_queue: int = 16,
         on_first_token: Callable[[float], None] | None = None,
         on_token_time: Callable[[float], None] | None = None,
+        shrink_idle_s: float = SHRINK_IDLE_S,
     ) -> None:
         self.native = native
+        self.shrink_idle_s = shrink_idle_s
         self.on_first_token = on_first_token
         self.on_token_time = on_token_time  # a finished request's mean seconds per token after the first
         self.n_slots = native.settings.n_slots
@@ -152,12 +166,16 @@ class LlmEngine:
             while True:
                 with self._cond:
                     while not self._stopping and not self._waiting and not self._any_active():
-                        self._cond.wait()
+                        if not self._cond.wait(self._shrink_timeout()):
+                            self._shrink_locked()  # idle that long: no one is waiting on the lock but submit
                     if self._stopping:
                         return
                     admitted = self._admit_locked()
+                if admitted:
+                    self._fit_context()
                 for seq in admitted:
-                    self._prepare(seq)
+                    if not seq.done:  # not failed while the context grew
+                        self._prepare(seq)
                 self._step()
         except Exception as exc:  # a crash must end every stream, never hang a client
             log.exception("LLM engine thread crashed")
@@ -190,6 +208,47 @@ class LlmEngine:
             slot.seq = seq
             admitted.append(seq)
         return admitted
+
+    def _fit_context(self) -> None:
+        """Grow the KV cache to the slots now in use; cached prefixes and running streams move with it.
+
+        Streams in slots the context cannot hold (it could not grow) fail; a running stream whose cache did
+        not move fails too; an idle or just-admitted slot whose cache did not move starts from empty.
+        """
+        wanted = 1 + max(slot.seq_id for slot in self.slots if slot.seq is not None)
+        try:
+            lost = set(self.native.ensure_slots(wanted, [slot.seq_id for slot in self.slots if slot.cache]))
+        except EdgeRunnerError as exc:
+            log.error("could not grow the KV cache to %d sequences: %s", wanted, exc.message)
+            for slot in self.slots:
+                if slot.seq_id >= self.native.capacity:
+                    self._end(slot, error=exc)
+            return
+        for slot in self.slots:
+            if slot.seq_id not in lost:
+                continue
+            running = slot.seq is not None and slot.seq.sampler is not None
+            slot.cache = []
+            if running:
+                self._end(slot, error=InferenceError("the stream's KV cache could not be moved to a larger context"))
+
+    def _shrink_timeout(self) -> float | None:
+        """How long to wait idle before shrinking the KV cache (None: it is as small as it gets)."""
+        grown = self.native.capacity > 1 and not self.native.settings.preallocate
+        return self.shrink_idle_s if grown else None
+
+    def _shrink_locked(self) -> None:
+        """Shrink the KV cache to one slot holding the most recently used prefix (as slot 0)."""
+        recent = max((slot for slot in self.slots if slot.cache), key=lambda s: s.ended_at, default=None)
+        try:
+            moved = self.native.shrink(None if recent is None else recent.seq_id)
+        except EdgeRunnerError as exc:  # the old context stays as it was
+            log.warning("could not shrink the idle KV cache: %s", exc.message)
+            return
+        kept = recent.cache if recent is not None and moved else []
+        for slot in self.slots:
+            slot.cache = []
+        self.slots[0].cache = kept
 
     def _slot_of(self, seq: Sequence) -> Slot:
         return next(slot for slot in self.slots if slot.seq is seq)
@@ -295,6 +354,7 @@ class LlmEngine:
             return
         with self._cond:  # free the slot first: once a client has its last chunk, the slot is free
             slot.seq = None
+            slot.ended_at = time.monotonic()
             self._inflight -= 1
         if error is not None:
             seq.fail(error)

@@ -63,6 +63,8 @@ def load_dynamic_backends(package_dir: Path) -> list[str]:
 
 #: generation streams decoded together when the profile does not say (``parallel``)
 DEFAULT_SLOTS = 4
+#: bytes per cached K/V value of each ``kv_cache_type`` (q8_0: 32 values in 34 bytes)
+KV_CACHE_BYTES = {"f16": 2.0, "q8_0": 34 / 32}
 
 
 class LlamaCppBackend(Backend):
@@ -94,7 +96,9 @@ class LlamaCppBackend(Backend):
         if isinstance(trained, int) and trained > 0:
             context = min(context, trained)
         slots = int(options.options.get("parallel", options.options.get("n_slots", DEFAULT_SLOTS)))
-        return slots * context * kv_bytes_per_token(header)
+        # the budget reserves every slot, though the cache grows with the streams in use
+        per_value = KV_CACHE_BYTES.get(str(options.options.get("kv_cache_type", "f16")), 2.0)
+        return int(slots * context * kv_bytes_per_token(header, 1) * per_value)
 
     @classmethod
     def wanted_devices(cls, options: LoadOptions) -> list[str]:
@@ -201,8 +205,10 @@ class LlamaCppBackend(Backend):
                 max_seq_len=self._max_seq_len(native.n_ctx_train),
                 n_batch=int(self._option("n_batch", default=512)),
                 threads=self.options.threads,
+                kv_cache_type=str(self._option("kv_cache_type", default="f16")),
+                preallocate=bool(self._option("kv_preallocate", default=False)),
             )
-            native.create_context(settings)
+            native.configure(settings)
             self._template = native.chat_template()
             self._bos, self._eos = native.special_text("bos"), native.special_text("eos")
             self._engine = LlmEngine(
