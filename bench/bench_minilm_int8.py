@@ -32,20 +32,22 @@ TEXTS = (
 VARIANTS = (("onnx", "none"), ("onnx", "int8"), ("openvino", "none"), ("openvino", "int8"))
 
 
-def convert_all(src: Path, work: Path) -> dict[tuple[str, str], Path]:
+def convert(src: Path, target: str, quant: str, work: Path) -> Path:
     """Convert once per variant (kept between runs in ``work``)."""
     from converters.cli import main
 
-    folders = {}
-    for target, quant in VARIANTS:
-        out = work / f"{target}-{quant}"
-        if not (out / "manifest.json").is_file():
-            with contextlib.redirect_stdout(sys.stderr):
-                rc = main([str(src), "--to", target, "--quantize", quant, "--out", str(out)])
-            if rc != 0:
-                raise SystemExit(f"conversion {target}/{quant} failed with exit code {rc}")
-        folders[(target, quant)] = out
-    return folders
+    out = work / f"{target}-{quant}"
+    if not (out / "manifest.json").is_file():
+        with contextlib.redirect_stdout(sys.stderr):
+            rc = main([str(src), "--to", target, "--quantize", quant, "--out", str(out)])
+        if rc != 0:
+            raise SystemExit(f"conversion {target}/{quant} failed with exit code {rc}")
+    return out
+
+
+def convert_all(src: Path, work: Path) -> dict[tuple[str, str], Path]:
+    """Every variant of ``VARIANTS``."""
+    return {(target, quant): convert(src, target, quant, work) for target, quant in VARIANTS}
 
 
 def feeds(src: Path, batch: int) -> dict[str, np.ndarray]:

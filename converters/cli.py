@@ -30,12 +30,14 @@ examples:
   edge-runner convert model.pt --to openvino --example-input image:float32:1x3x224x224
   edge-runner convert net.py:Net --state-dict net.pth --to onnx --example-input x:float32:1x16
   edge-runner convert mobilenet.keras --to tflite --quantize int8 --calibration samples.npz
+  edge-runner convert ./minilm --to onnx --quantize int8-static --calibration-texts texts.txt
 """
 
 
 _HELP_QUANTIZE = (
-    "none (FP32), fp16, int8 (flavour from --profile: static with --calibration, else dynamic / weight-only), "
-    "int8-dynamic, int8-static (needs --calibration); GGUF: f16, f32, q8_0, q4_0, q4_k_m, q5_k_m, q6_k. "
+    "none (FP32), fp16, int8 (flavour from --profile: static with --calibration or --calibration-texts, "
+    "else dynamic / weight-only), int8-dynamic, int8-static (needs --calibration; text models: built-in "
+    "texts by default); GGUF: f16, f32, q8_0, q4_0, q4_k_m, q5_k_m, q6_k. "
     "Default: the profile's preset, else none (q8_0 for GGUF)"
 )
 _HELP_SRC = (
@@ -55,6 +57,15 @@ FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
             "help": "calibration samples: .npy (one input), .npz "
             "(arrays named after the inputs) or a folder of them, samples along axis 0; also used "
             "as parity inputs",
+        },
+    ),
+    (
+        ("--calibration-texts",),
+        {
+            "metavar": "FILE",
+            "type": Path,
+            "help": "text models (Hugging Face folders): calibration texts, one a line, for static INT8 "
+            "(--quantize int8 then picks static); --quantize int8-static without it uses built-in varied texts",
         },
     ),
     (
@@ -150,6 +161,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         to=args.to,
         quantize=args.quantize,
         calibration=args.calibration,
+        calibration_texts=args.calibration_texts,
         out=args.out,
         register=args.register,
         opset=args.opset,

@@ -28,9 +28,9 @@ def _converter() -> Any:
 def convert_gguf(opts: ConvertOptions, progress: Progress) -> dict[str, Any]:
     """Convert a Hugging Face folder to GGUF (F16 / Q8_0) into ``--out``; register if asked."""
     convert_to_gguf = _converter()
-    if opts.calibration or opts.example_inputs or opts.state_dict:
+    if opts.calibration or opts.calibration_texts or opts.example_inputs or opts.state_dict:
         raise ConversionError(
-            "--calibration, --example-input and --state-dict do not apply to --to gguf",
+            "--calibration, --calibration-texts, --example-input and --state-dict do not apply to --to gguf",
             "drop them; GGUF conversion reads a Hugging Face folder as is",
         )
     src = Path(opts.src)

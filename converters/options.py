@@ -49,6 +49,8 @@ class ConvertOptions:
     to: str
     quantize: str = "none"
     calibration: Path | None = None
+    #: text models: one calibration text a line (static INT8); built-in texts when int8-static gets none
+    calibration_texts: Path | None = None
     out: Path | None = None
     register: str | None = None
     opset: int | None = None

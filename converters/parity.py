@@ -22,7 +22,7 @@ from edge_runner.backends.base import Backend, LoadOptions
 from edge_runner.core.datatypes import to_numpy
 from edge_runner.core.errors import InvalidInput
 from edge_runner.core.manifest import Manifest
-from edge_runner.core.parity import ParityReport, compare_outputs
+from edge_runner.core.parity import ParityReport, alone_feeds, alone_vs_batch, compare_outputs, sample_cosines
 
 Runner = Callable[[Feeds], list[np.ndarray]]
 #: ``evaluate(source_outputs, artifact_outputs)`` -> extra numbers for the report's ``details``
@@ -91,9 +91,13 @@ def measure(
     feeds: Feeds,
     size_artifact_bytes: int,
     evaluate: Evaluate | None = None,
+    label: str = "",
+    compare: dict[str, Path] | None = None,
 ) -> ParityReport:
     """Run ``source`` and the served artifact on ``feeds``; the parity report (thresholds applied).
 
+    Text encoders also get ``details.batch_consistency`` / ``details.cosine_vs_source`` (see
+    ``encoder_details``), for the artifact (named ``label``) and each file of ``compare``.
     Raises ValueError when the artifact's outputs cannot be matched with the source's.
     """
     with served(manifest, folder, source.output_names) as (run, backend):
@@ -102,6 +106,9 @@ def measure(
         latency = (median_latency_ms(source.reference, feeds), median_latency_ms(run, feeds))
         device = backend.metadata().device
         details = evaluate(ref, art) if evaluate is not None else {}
+        if source.task == "feature-extraction":
+            runs = {label or manifest.quantization: (run, art), **_onnx_runs(compare or {}, source.output_names, feeds)}
+            details.update(encoder_details(source, feeds, ref, runs))
     samples = next(iter(feeds.values())).shape[0]
     return ParityReport.measure(
         kind="tensor",
@@ -115,3 +122,61 @@ def measure(
         measured_with=f"{backend.name} ({device})",
         details=details,
     )
+
+
+def _onnx_runs(
+    files: dict[str, Path], output_names: list[str], feeds: Feeds
+) -> dict[str, tuple[Runner, list[np.ndarray]]]:
+    """Runners (and their outputs on ``feeds``) over ONNX files with a plain ONNX Runtime CPU session."""
+    import onnxruntime as ort
+
+    runs: dict[str, tuple[Runner, list[np.ndarray]]] = {}
+    for name, path in files.items():
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        inputs = [i.name for i in session.get_inputs()]
+
+        def run(f: Feeds, session: Any = session, inputs: list[str] = inputs) -> list[np.ndarray]:
+            return [np.asarray(o) for o in session.run(output_names, {n: f[n] for n in inputs})]
+
+        runs[name] = (run, run(feeds))
+    return runs
+
+
+def encoder_details(
+    source: Source, feeds: Feeds, ref: list[np.ndarray], runs: dict[str, tuple[Runner, list[np.ndarray]]]
+) -> dict[str, Any]:
+    """Per-text cosine against the FP32 source, and each text alone vs inside the padded batch.
+
+    ``runs`` maps a flavour name (``int8-static``, ``int8-dynamic``, ...) to its runner and its outputs on
+    the padded batch ``feeds``; the source itself is measured as ``fp32-source``. Dynamic INT8 picks its
+    activation ranges per call, so a text's embedding depends on what it is batched with; FP32 and static
+    INT8 do not. Empty when ``feeds`` is not a text batch with an attention mask.
+    """
+    alone = alone_feeds(feeds)
+    if alone is None or source.primary not in source.output_names:
+        return {}
+    index = source.output_names.index(source.primary)
+    mask = feeds["attention_mask"]
+
+    def consistency(run: Runner, batch_output: np.ndarray) -> float:
+        return float(alone_vs_batch(batch_output, [run(f)[index] for f in alone]).min())
+
+    min_cosine = {"fp32-source": consistency(source.reference, ref[index])}
+    vs_source = {}
+    for name, (run, outputs) in runs.items():
+        min_cosine[name] = consistency(run, outputs[index])
+        cosines = sample_cosines(ref[index], np.asarray(outputs[index]).reshape(ref[index].shape))
+        vs_source[name] = {
+            "per_text": [float(c) for c in cosines],
+            "min": float(cosines.min()),
+            "mean": float(cosines.mean()),
+        }
+    return {
+        "batch_consistency": {
+            "output": source.primary,
+            "texts": len(alone),
+            "padded_texts": int((np.asarray(mask).sum(axis=1) < mask.shape[1]).sum()),
+            "min_cosine": min_cosine,
+        },
+        "cosine_vs_source": vs_source,
+    }

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from converters.build import Artifact, BuildRequest, build_artifact
+from converters.build import COMPARE_DIR, Artifact, BuildRequest, build_artifact
 from converters.calibration import parity_feeds
 from converters.errors import ConversionError, ParityError
 from converters.options import ConvertOptions
@@ -66,7 +66,9 @@ def check_parity(
     from edge_runner.core.errors import InvalidInput
 
     try:
-        return measure(source, manifest, folder, feeds, artifact.size_bytes, evaluate)
+        return measure(
+            source, manifest, folder, feeds, artifact.size_bytes, evaluate, artifact.flavour_label, artifact.compare
+        )
     except (ValueError, InvalidInput) as exc:
         raise ConversionError(
             f"the artifact does not match the source: {exc}", "report this model as unsupported"
@@ -108,7 +110,7 @@ def convert(opts: ConvertOptions, progress: Progress, evaluate: Evaluate | None 
     try:
         progress.step(f"loading {opts.src}")
         source = _load(opts)
-        calibration = _calibration(opts, source)
+        calibration, from_texts = _calibration(opts, source, quantization, progress)
         req = _request(opts, quantization, bool(calibration), progress)
         tmp.mkdir()
         progress.step(
@@ -117,7 +119,10 @@ def convert(opts: ConvertOptions, progress: Progress, evaluate: Evaluate | None 
         artifact = build_artifact(source, req, tmp, calibration)
         progress.step("checking parity against the source through the serving backend")
         draft = conversion_manifest(opts, out, tmp, source, artifact)
-        report = check_parity(source, draft, tmp, artifact, _parity_inputs(opts, source, calibration), evaluate)
+        # texts tokenized one by one differ in length: parity runs the padded batch of sample texts instead
+        feeds = _parity_inputs(opts, source, [] if from_texts else calibration)
+        report = check_parity(source, draft, tmp, artifact, feeds, evaluate)
+        shutil.rmtree(tmp / COMPARE_DIR, ignore_errors=True)
         progress.step("writing manifest")
         manifest = replace(draft, parity=report.to_json())
         write_manifest(tmp, manifest)
@@ -140,12 +145,39 @@ def _load(opts: ConvertOptions) -> Source:
     return load_source(opts)
 
 
-def _calibration(opts: ConvertOptions, source: Source) -> list[Feeds]:
-    if opts.calibration is None:
-        return []
-    from converters.calibration import load_calibration
+def _calibration(
+    opts: ConvertOptions, source: Source, quantization: str, progress: Progress
+) -> tuple[list[Feeds], bool]:
+    """Calibration samples and whether they came from texts (--calibration-texts or the built-in ones)."""
+    from converters import calibration as cal
 
-    return load_calibration(opts.calibration, source.inputs)
+    if opts.calibration is not None and opts.calibration_texts is not None:
+        raise ConversionError(
+            "--calibration and --calibration-texts both given", "give one: samples (.npy/.npz) or texts"
+        )
+    if opts.calibration is not None:
+        return cal.load_calibration(opts.calibration, source.inputs), False
+    if not quantization.startswith("int8"):
+        if opts.calibration_texts is not None:
+            progress.note(f"--calibration-texts is only used by INT8; --quantize {quantization} ignores it")
+        return [], False
+    if opts.calibration_texts is not None:
+        return cal.text_calibration(source, cal.read_texts(opts.calibration_texts)), True
+    if source.tokenize is not None and _wants_static(opts, quantization):
+        count = len(cal.DEFAULT_CALIBRATION_TEXTS)
+        progress.note(f"static INT8 calibrated on {count} built-in texts; --calibration-texts FILE for your own")
+        return cal.text_calibration(source, cal.DEFAULT_CALIBRATION_TEXTS), True
+    return [], False
+
+
+def _wants_static(opts: ConvertOptions, quantization: str) -> bool:
+    """int8-static, or int8 under a preset whose INT8 flavour for the target needs calibration."""
+    if quantization == "int8-static":
+        return True
+    if quantization != "int8" or opts.to not in ("onnx", "openvino"):
+        return False
+    preset = get_preset(opts.profile)
+    return (preset.onnx_int8 if opts.to == "onnx" else preset.openvino_int8) in ("static", "full")
 
 
 def _register(opts: ConvertOptions, out: Path) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class Source:
     extra: dict[str, Any] = field(default_factory=dict)
     int_high: int = 2
     sample_feeds: Callable[[int], Feeds] | None = None
+    #: text models: texts -> feeds (padded batch); calibration from texts (``--calibration-texts``) needs it
+    tokenize: Callable[[list[str]], Feeds] | None = None
     primary_output: str = ""
 
     @property

@@ -10,7 +10,7 @@ import numpy as np
 
 from converters.errors import ConversionError
 from converters.options import ConvertOptions, InputSpec
-from converters.sources.base import Feeds, Source, generated_feeds, path_size
+from converters.sources.base import Feeds, Source, path_size
 from converters.sources.torch_source import torch_reference
 
 TASKS = ("feature-extraction", "text-classification", "image-classification", "text-generation")
@@ -26,6 +26,7 @@ TOKENIZER_FILES = (
 )
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 DEFAULT_SEQ_LEN = 16
+MAX_TEXT_TOKENS = 64  # sample and calibration texts are truncated here
 SAMPLE_TEXTS = (
     "The quick brown fox jumps over the lazy dog.",
     "Edge devices run small models close to where the data is.",
@@ -132,7 +133,8 @@ def _inputs(config: Any, task: str, opts: ConvertOptions) -> list[InputSpec]:
     ]
 
 
-def _tokenizer_sampler(path: Path, inputs: list[InputSpec], vocab: int) -> Any:
+def _tokenizer(path: Path, inputs: list[InputSpec], vocab: int) -> Any:
+    """texts -> padded feeds with the folder's tokenizer, or None when it has no usable one."""
     if not (path / "tokenizer.json").is_file() and not (path / "vocab.txt").is_file():
         return None
     try:
@@ -147,16 +149,15 @@ def _tokenizer_sampler(path: Path, inputs: list[InputSpec], vocab: int) -> Any:
     if not usable:
         return None
 
-    def sample(batch: int) -> Feeds:
-        texts = [SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)] for i in range(batch)]
-        enc = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="np")
+    def tokenize(texts: list[str]) -> Feeds:
+        enc = tok(texts, padding=True, truncation=True, max_length=MAX_TEXT_TOKENS, return_tensors="np")
         feeds = {s.name: np.asarray(enc[s.name]).astype(s.dtype) for s in inputs if s.name in enc}
-        if len(feeds) != len(inputs):
-            return generated_feeds(inputs, batch, vocab)
-        feeds["input_ids"] = np.minimum(feeds["input_ids"], vocab - 1)
+        if "input_ids" in feeds:
+            feeds["input_ids"] = np.minimum(feeds["input_ids"], vocab - 1)
         return feeds
 
-    return sample
+    # a tokenizer that does not produce every model input cannot feed it
+    return tokenize if len(tokenize(list(SAMPLE_TEXTS[:1]))) == len(inputs) else None
 
 
 def load_hf_folder(path: Path, opts: ConvertOptions) -> Source:
@@ -216,7 +217,10 @@ def _describe(src: Source, path: Path, config: Any, inputs: list[InputSpec], voc
     """Sample texts and the manifest ``extra`` the runtime needs (tokenizer, pooling, labels)."""
     task = src.task
     if task != "image-classification":
-        src.sample_feeds = _tokenizer_sampler(path, inputs, vocab)
+        tokenize = _tokenizer(path, inputs, vocab)
+        if tokenize is not None:
+            src.tokenize = tokenize
+            src.sample_feeds = lambda batch: tokenize([SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)] for i in range(batch)])
         src.extra = {"max_seq_len": int(getattr(config, "max_position_embeddings", 0) or 0)}
         if (path / "tokenizer.json").is_file():
             src.extra["tokenizer"] = "tokenizer.json"

@@ -132,6 +132,33 @@ def compare_outputs(
     return metrics
 
 
+def alone_feeds(feeds: Mapping[str, np.ndarray], mask: str = "attention_mask") -> list[dict[str, np.ndarray]] | None:
+    """Each row of a padded text batch as a batch of one, cut to its own tokens (``mask`` == 1).
+
+    Inputs shaped like the mask are cut to the row's token positions (right or left padding); others keep
+    the row. None when ``feeds`` has no 2-D ``mask``.
+    """
+    attention = feeds.get(mask)
+    if attention is None or np.ndim(attention) != 2:
+        return None
+    rows = []
+    for i in range(attention.shape[0]):
+        keep = np.flatnonzero(np.asarray(attention[i]) != 0)
+        rows.append(
+            {
+                name: (value[i : i + 1, keep] if value.shape[:2] == attention.shape else value[i : i + 1])
+                for name, value in feeds.items()
+            }
+        )
+    return rows
+
+
+def alone_vs_batch(batch_output: np.ndarray, alone_outputs: Sequence[np.ndarray]) -> np.ndarray:
+    """Cosine, per text, between its output inside the padded batch and its output run alone."""
+    alone = np.concatenate([np.asarray(a).reshape(1, -1) for a in alone_outputs])
+    return sample_cosines(np.asarray(batch_output).reshape(len(alone), -1), alone)
+
+
 def check(metrics: Mapping[str, float | None], limits: Thresholds) -> list[str]:
     """The limits the primary output's ``metrics`` miss, as short sentences naming the metric."""
     failures = []
@@ -321,6 +348,10 @@ class ParityReport:
                 f"latency {self.latency_source_ms:.2f} ms -> {self.latency_artifact_ms:.2f} ms"
                 + (f" ({speed:.2f}x faster)" if speed else "")
             )
+        consistency = self.details.get("batch_consistency")
+        if isinstance(consistency, Mapping) and isinstance(consistency.get("min_cosine"), Mapping):
+            figures = ", ".join(f"{k} {_fmt(_opt_float(v))}" for k, v in consistency["min_cosine"].items())
+            lines.append(f"one text alone vs in a padded batch, min cosine: {figures}")
         lines.append("parity: PASS" if self.passed else "parity: FAIL - " + "; ".join(self.failures))
         return lines
 
