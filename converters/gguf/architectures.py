@@ -1,14 +1,16 @@
 """Hugging Face architectures -> GGUF hyper-parameters and tensors.
 
 Supported: the decoders of :data:`converters.gguf.families.DECODERS` (llama, mistral, qwen2, qwen3,
-qwen3 MoE, gemma 1/2/3, phi3, gpt2, starcoder2) and BERT-style encoders (``BertModel`` and the
-sentence-transformers layout -> ``bert``). Tensor names come from the ``gguf`` package's maps; the
+qwen3 MoE, gemma 1/2/3, phi3, gpt2, starcoder2), BERT-style encoders (``BertModel`` and the
+sentence-transformers layout -> ``bert``) and T5 encoders (``T5EncoderModel``, sentence-t5 / GTR, the
+encoder of ``T5ForConditionalGeneration`` -> ``t5encoder``). Tensor names come from the ``gguf`` package's maps; the
 per-family transforms (rotary permutation, Gemma's norm shift, GPT-2's Conv1D) from ``families``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from converters.gguf.families import (
     CONV1D_SUFFIXES,
     DECODERS,
     MODEL_TYPES,
+    T5_ENCODERS,
     Family,
     UnsupportedModel,
     hparam,
@@ -29,7 +32,18 @@ from converters.gguf.families import (
 )
 from converters.gguf.weights import iter_hf_tensors
 
-__all__ = ["Architecture", "UnsupportedModel", "add_hparams", "detect", "iter_gguf_tensors", "supported_names"]
+__all__ = [
+    "Architecture",
+    "PooledDense",
+    "UnsupportedModel",
+    "add_hparams",
+    "detect",
+    "iter_gguf_tensors",
+    "pooled_dense_layers",
+    "supported_names",
+]
+
+log = logging.getLogger(__name__)
 
 _ENCODERS = {"BertModel": gguf.MODEL_ARCH.BERT, "BertForMaskedLM": gguf.MODEL_ARCH.BERT}
 _SKIPPED_SUFFIXES = (
@@ -69,8 +83,8 @@ class Architecture:
 
     @property
     def n_layers(self) -> int:
-        """Number of transformer blocks."""
-        return int(hparam(self.config, "num_hidden_layers", "n_layer"))
+        """Number of transformer blocks (of the encoder, for T5)."""
+        return int(hparam(self.config, "num_hidden_layers", "n_layer", "num_layers"))
 
 
 def detect(src: Path) -> Architecture:
@@ -87,9 +101,57 @@ def detect(src: Path) -> Architecture:
             return Architecture(name, family.arch, False, config, family)
         if name in _ENCODERS:
             return Architecture(name, _ENCODERS[name], True, config)
+        if name in T5_ENCODERS:
+            return Architecture(name, T5_ENCODERS[name].arch, True, config, T5_ENCODERS[name])
     raise UnsupportedModel(
         f"{src}: architectures {config.get('architectures')} not supported for GGUF; supported: {supported_names()}"
     )
+
+
+# sentence-transformers Dense activations (their class path) -> the name the llama.cpp backend applies
+_DENSE_ACTIVATIONS = {"torch.nn.modules.linear.Identity": "identity", "torch.nn.modules.activation.Tanh": "tanh"}
+# modules.json entries that pooling_type and the dense layers account for
+_KNOWN_MODULES = (".Transformer", ".Pooling", ".Dense", ".Normalize")
+
+
+@dataclass(frozen=True)
+class PooledDense:
+    """A sentence-transformers ``Dense`` module applied to the pooled embedding (sentence-t5 / GTR ``2_Dense``)."""
+
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    activation: str
+
+
+def pooled_dense_layers(src: Path) -> list[PooledDense]:
+    """The ``Dense`` modules of a sentence-transformers folder, in order (none without ``modules.json``).
+
+    llama.cpp's encoder graphs (``bert``, ``t5encoder``) have no tensor for a projection after pooling,
+    so these travel beside the GGUF file and the llama.cpp backend applies them to the pooled vector.
+    """
+    modules = src / "modules.json"
+    if not modules.is_file():
+        return []
+    layers = []
+    for module in json.loads(modules.read_text(encoding="utf-8")):
+        kind = str(module.get("type", ""))
+        if not kind.endswith(".Dense"):
+            if not kind.endswith(_KNOWN_MODULES):
+                log.warning("%s: sentence-transformers module %s (%s) is not converted", src, module.get("path"), kind)
+            continue
+        folder = src / str(module["path"])
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        activation_class = str(config.get("activation_function", "torch.nn.modules.linear.Identity"))
+        if activation_class not in _DENSE_ACTIVATIONS:
+            raise UnsupportedModel(
+                f"{folder}: Dense activation {activation_class} is not supported for GGUF "
+                f"(supported: {', '.join(_DENSE_ACTIVATIONS)})"
+            )
+        tensors = dict(iter_hf_tensors(folder))
+        activation = _DENSE_ACTIVATIONS[activation_class]
+        layers.append(PooledDense(folder.name, tensors["linear.weight"], tensors.get("linear.bias"), activation))
+    return layers
 
 
 def _text_config(src: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -115,18 +177,21 @@ def text_tensor_name(hf_name: str) -> str | None:
 
 def supported_names() -> str:
     """The Hugging Face classes this converter handles, for error messages and docs."""
-    return ", ".join(sorted({*DECODERS, *_ENCODERS}))
+    return ", ".join(sorted({*DECODERS, *_ENCODERS, *T5_ENCODERS}))
 
 
 def _guess_architecture(config: dict[str, Any]) -> str:
     model_type = str(config.get("model_type"))
-    return MODEL_TYPES.get(model_type, "BertModel" if model_type == "bert" else "")
+    encoders = {"bert": "BertModel", "t5": "T5EncoderModel"}
+    return MODEL_TYPES.get(model_type, encoders.get(model_type, ""))
 
 
 def add_hparams(writer: gguf.GGUFWriter, arch: Architecture, src: Path) -> None:
     """Write the architecture's hyper-parameters into the GGUF header."""
     if arch.family is not None:
         arch.family.hparams(writer, arch.config)
+        if arch.is_encoder:
+            writer.add_pooling_type(_pooling_type(src))
         return
     cfg = arch.config
     writer.add_context_length(int(cfg.get("max_position_embeddings", 2048)))
@@ -145,6 +210,14 @@ def _pooling_type(src: Path) -> gguf.PoolingType:
     pooling = src / "1_Pooling" / "config.json"
     if pooling.is_file():
         data = json.loads(pooling.read_text(encoding="utf-8"))
+        mode_name = data.get("pooling_mode")  # sentence-transformers 6 writes the mode's name
+        if isinstance(mode_name, list) and len(mode_name) == 1:
+            mode_name = mode_name[0]
+        if mode_name is not None:
+            if not isinstance(mode_name, str) or mode_name not in _POOLING:
+                supported = ", ".join(_POOLING)
+                raise UnsupportedModel(f"{pooling}: pooling_mode {mode_name!r} not supported (supported: {supported})")
+            return _POOLING[mode_name]
         for mode, kind in (("pooling_mode_mean_tokens", "mean"), ("pooling_mode_cls_token", "cls")):
             if data.get(mode):
                 return _POOLING[kind]
@@ -165,11 +238,13 @@ def iter_gguf_tensors(arch: Architecture, src: Path) -> Iterator[tuple[str, np.n
     name_map = gguf.get_tensor_name_map(arch.arch, arch.n_layers)
     family = arch.family or Family(arch.arch)
     cfg = arch.config
-    n_head = int(hparam(cfg, "num_attention_heads", "n_head"))
+    n_head = int(hparam(cfg, "num_attention_heads", "n_head", "num_heads"))
     n_kv = int(hparam(cfg, "num_key_value_heads", default=n_head))
     tensors = iter_hf_tensors(src)
     if family.moe:
         tensors = stack_experts(tensors, int(hparam(cfg, "num_experts", "num_local_experts")))
+    if family.t5:
+        tensors = t5_encoder_tensors(tensors)
     for stored_name, array in tensors:
         hf_name = text_tensor_name(stored_name) if family.multimodal else stored_name
         if (
@@ -190,7 +265,7 @@ def iter_gguf_tensors(arch: Architecture, src: Path) -> Iterator[tuple[str, np.n
         if family.norm_shift and name.endswith("norm.weight"):
             array = array + np.float32(family.norm_shift)
         yield name, array
-    if arch.family is not None:
+    if arch.family is not None and not arch.is_encoder:
         yield from rope_tensors(cfg)
 
 
@@ -215,6 +290,23 @@ _ALWAYS_F32 = ("token_types.weight", "position_embd.weight", "ffn_gate_inp.weigh
 def is_norm_or_bias(gguf_name: str, array: np.ndarray) -> bool:
     """Tensors that stay F32 in every GGUF file type: 1-D ones (norms, biases), BERT's added embeddings, routers."""
     return array.ndim == 1 or gguf_name.endswith((".bias", *_ALWAYS_F32))
+
+
+_T5_EMBEDDINGS = ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+
+def t5_encoder_tensors(tensors: Iterator[tuple[str, np.ndarray]]) -> Iterator[tuple[str, np.ndarray]]:
+    """The encoder's tensors of a T5 checkpoint: one token embedding (tied copies dropped), no decoder/lm_head."""
+    embedding_seen = False
+    for name, array in tensors:
+        if name in _T5_EMBEDDINGS:
+            if not embedding_seen:
+                embedding_seen = True
+                yield "shared.weight", array
+        elif not name.startswith(("decoder.", "lm_head.")):
+            yield name, array
+    if not embedding_seen:
+        raise UnsupportedModel(f"no token embedding ({' / '.join(_T5_EMBEDDINGS)}) in the T5 checkpoint")
 
 
 _EXPERT = re.compile(r"^(?P<prefix>.+\.mlp\.experts)\.(?P<index>\d+)\.(?P<proj>\w+)\.weight$")

@@ -31,6 +31,10 @@ LLAMA_FTYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q4_k_m": 15, "q5_k_m"
 DIRECT_TYPES = ("f32", "f16")
 # above this many F32 bytes the pre-quantization intermediate is written as F16
 F32_INTERMEDIATE_LIMIT = 4 << 30
+# sentence-transformers Dense layers after pooling (no place in llama.cpp's graph): weights beside the GGUF,
+# described in the manifest's extra under POOLED_DENSE_KEY, applied by the llama.cpp backend
+POOLED_DENSE_FILE = "pooled_dense.npz"
+POOLED_DENSE_KEY = "pooled_dense"
 
 
 class ParityError(RuntimeError):
@@ -144,6 +148,7 @@ def convert_to_gguf(
     if quantize not in LLAMA_FTYPES:
         raise ValueError(f"unsupported GGUF quantization {quantize!r}; choose one of {', '.join(LLAMA_FTYPES)}")
     arch = architectures.detect(src)
+    dense = architectures.pooled_dense_layers(src) if arch.is_encoder else []
     out.mkdir(parents=True, exist_ok=True)
     final = out / "model.gguf"
     model_name = name or src.name
@@ -158,6 +163,7 @@ def convert_to_gguf(
             quantizer = quantize_file(staging, final, quantize, threads)
         finally:
             staging.unlink(missing_ok=True)
+    extra = {**(extra or {}), **_write_pooled_dense(dense, out)}
     details = {"convert_seconds": round(time.perf_counter() - started, 2), "quantizer": quantizer}
     report = _parity(arch, src, final, quantize, details, check_parity)
     manifest = _manifest(arch, src, out, model_name, version, quantize, report, source, extra)
@@ -166,6 +172,18 @@ def convert_to_gguf(
         failures = "; ".join(report.failures)
         raise ParityError(f"GGUF parity below threshold for {src}: {failures} (use --allow-drift)")
     return manifest
+
+
+def _write_pooled_dense(dense: list[architectures.PooledDense], out: Path) -> dict[str, Any]:
+    """Save the Dense layers (float32, ``<name>.weight`` / ``<name>.bias``); return the manifest's description."""
+    (out / POOLED_DENSE_FILE).unlink(missing_ok=True)
+    if not dense:
+        return {}
+    arrays = {f"{layer.name}.weight": layer.weight.astype(np.float32) for layer in dense}
+    arrays.update({f"{layer.name}.bias": layer.bias.astype(np.float32) for layer in dense if layer.bias is not None})
+    np.savez(out / POOLED_DENSE_FILE, **arrays)  # type: ignore[arg-type]
+    layers = [{"name": d.name, "activation": d.activation, "bias": d.bias is not None} for d in dense]
+    return {POOLED_DENSE_KEY: {"file": POOLED_DENSE_FILE, "layers": layers}}
 
 
 def _manifest(
@@ -182,13 +200,15 @@ def _manifest(
     info: dict[str, Any] = {"architecture": arch.gguf_name, "hf_architecture": arch.hf_name}
     chat = tokenizer.chat_template(src)
     info["has_chat_template"] = chat is not None
-    info["context_length"] = int(arch.config.get("max_position_embeddings", 2048))
+    default_context = 512 if arch.family is not None and arch.family.t5 else 2048  # what the GGUF header says
+    context = arch.config.get("max_position_embeddings") or arch.config.get("n_positions") or default_context
+    info["context_length"] = int(context)
     return build_manifest(
         out,
         name=name,
         version=version,
         fmt="gguf",
-        files=["model.gguf"],
+        files=["model.gguf", *([POOLED_DENSE_FILE] if POOLED_DENSE_KEY in (extra or {}) else [])],
         backend="llama_cpp",
         quantization=quantize,
         inputs=(TEXT_INPUT,),

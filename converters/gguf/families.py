@@ -8,6 +8,9 @@ its reference converter does to the tensors:
 - Gemma's RMSNorm scales by ``1 + weight``: llama.cpp's plain RMSNorm gets ``weight + 1``.
 - GPT-2 stores its linear layers as ``Conv1D`` (``in x out``): they are transposed.
 - Gemma 1/2 read the output projection from ``token_embd``: a stored ``lm_head`` is dropped.
+- T5 encoders (``t5encoder``, embeddings): relative position buckets instead of RoPE, RMSNorm without
+  bias, ReLU (T5 v1.0) or gated-GELU (v1.1, sentence-t5, GTR) MLP; the decoder half of a
+  ``T5ForConditionalGeneration`` is dropped.
 """
 
 from __future__ import annotations
@@ -169,6 +172,38 @@ def layer_norm_decoder(writer: gguf.GGUFWriter, cfg: Config) -> None:
         _rotary(writer, cfg, _head_dim(cfg))
 
 
+# llama.cpp's T5 graph: a gate tensor means gated GELU (tanh form, HF's gelu_new), none means ReLU
+_T5_FFN = {"relu": False, "gated-gelu": True}
+# llama_relative_position_bucket() hard-codes this distance
+T5_MAX_DISTANCE = 128
+
+
+def t5_encoder(writer: gguf.GGUFWriter, cfg: Config) -> None:
+    """T5 encoder: relative attention buckets, RMSNorm eps, per-head width ``d_kv``; no RoPE."""
+    ffn = str(cfg.get("feed_forward_proj", "relu"))
+    if ffn not in _T5_FFN:
+        raise UnsupportedModel(
+            f"T5 feed_forward_proj {ffn!r} is not supported for GGUF (llama.cpp runs: {', '.join(_T5_FFN)})"
+        )
+    distance = int(cfg.get("relative_attention_max_distance", T5_MAX_DISTANCE))
+    if distance != T5_MAX_DISTANCE:
+        raise UnsupportedModel(
+            f"T5 relative_attention_max_distance {distance} is not supported (llama.cpp uses {T5_MAX_DISTANCE})"
+        )
+    eps = float(cfg.get("layer_norm_epsilon", 1e-6))
+    writer.add_context_length(int(cfg.get("n_positions") or 512))
+    writer.add_embedding_length(int(cfg["d_model"]))
+    writer.add_feed_forward_length(int(cfg["d_ff"]))
+    writer.add_block_count(int(hparam(cfg, "num_layers", "num_hidden_layers")))
+    writer.add_head_count(int(cfg["num_heads"]))
+    writer.add_key_length(int(cfg["d_kv"]))
+    writer.add_value_length(int(cfg["d_kv"]))
+    writer.add_layer_norm_eps(eps)
+    writer.add_layer_norm_rms_eps(eps)
+    writer.add_relative_attn_buckets_count(int(cfg.get("relative_attention_num_buckets", 32)))
+    writer.add_causal_attention(False)
+
+
 def rope_tensors(cfg: Config) -> Iterator[tuple[str, np.ndarray]]:
     """Frequency-factor tensors llama.cpp takes from the file: Llama 3.x ``rope_freqs``, LongRoPE factors."""
     rope = rope_parameters(cfg)
@@ -214,6 +249,8 @@ class Family:
     multimodal: bool = False
     #: mixture of experts: per-expert weights are stacked into ``ffn_*_exps``
     moe: bool = False
+    #: T5 layout: token embeddings under ``shared``/``encoder.embed_tokens``, decoder half dropped
+    t5: bool = False
 
 
 DECODERS: dict[str, Family] = {
@@ -229,6 +266,11 @@ DECODERS: dict[str, Family] = {
     "Phi3ForCausalLM": Family(gguf.MODEL_ARCH.PHI3, phi3),
     "GPT2LMHeadModel": Family(gguf.MODEL_ARCH.GPT2, layer_norm_decoder, conv1d_transpose=True),
     "Starcoder2ForCausalLM": Family(gguf.MODEL_ARCH.STARCODER2, layer_norm_decoder),
+}
+# T5 checkpoints whose encoder becomes a ``t5encoder`` embedding model
+T5_ENCODERS: dict[str, Family] = {
+    name: Family(gguf.MODEL_ARCH.T5ENCODER, t5_encoder, t5=True)
+    for name in ("T5EncoderModel", "T5ForConditionalGeneration", "T5Model")
 }
 # config.json's model_type -> HF class, for folders whose config lacks "architectures"
 MODEL_TYPES = {

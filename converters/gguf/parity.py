@@ -97,10 +97,12 @@ def _plain_ids(tokenizer: Any, text: str) -> list[int]:
 
 def _hf_embeddings(src: Path, texts: tuple[str, ...], pooling: str) -> tuple[np.ndarray, float]:
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
     tokenizer = AutoTokenizer.from_pretrained(src)
-    model = AutoModel.from_pretrained(src, dtype=torch.float32).eval()
+    # AutoModel of a T5 folder is the encoder-decoder; the GGUF holds (and llama.cpp pools) the encoder
+    is_t5 = AutoConfig.from_pretrained(src).model_type == "t5"
+    model = (T5EncoderModel if is_t5 else AutoModel).from_pretrained(src, dtype=torch.float32).eval()
     started = time.perf_counter()
     rows = []
     with torch.no_grad():

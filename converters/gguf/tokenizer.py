@@ -2,12 +2,14 @@
 
 Byte-level BPE (GPT-2 style, e.g. Qwen2 and our tiny-llm) and SentencePiece-style BPE (Llama /
 Mistral ``tokenizer.json`` with byte fallback) are read with the ``gguf`` package's vocab classes;
-WordPiece (BERT) is mapped to llama.cpp's phantom-space form. Special token ids, ``add_*_token``
-flags, merges and the chat template come from ``gguf.SpecialVocab``.
+WordPiece (BERT) is mapped to llama.cpp's phantom-space form; SentencePiece Unigram (T5) to llama.cpp's
+``t5`` (UGM) model with its scores, whitespace flags and precompiled normalizer charsmap. Special token
+ids, ``add_*_token`` flags, merges and the chat template come from ``gguf.SpecialVocab``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from pathlib import Path
@@ -171,9 +173,82 @@ def add_wordpiece_vocab(writer: gguf.GGUFWriter, src: Path, n_vocab: int) -> Non
     gguf.SpecialVocab(src, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
 
 
+def _unigram_pipeline(tokenizer_json: dict[str, Any]) -> tuple[bool, bool, bytes]:
+    """``(add_space_prefix, remove_extra_whitespaces, precompiled_charsmap)`` of a Unigram tokenizer.json.
+
+    T5's files normalize with SentencePiece's precompiled charsmap, collapse runs of spaces (``Replace``
+    of `` {2,}``, or ``WhitespaceSplit`` before the Metaspace) and prepend U+2581 (Metaspace).
+    """
+    steps: list[dict[str, Any]] = []
+    for part in ("normalizer", "pre_tokenizer"):
+        node = tokenizer_json.get(part) or {}
+        steps.extend(node.get("normalizers") or node.get("pretokenizers") or [node])
+    charsmap = b""
+    merge_spaces = False
+    for step in steps:
+        kind = step.get("type")
+        if kind == "Precompiled" and step.get("precompiled_charsmap"):
+            charsmap = base64.b64decode(step["precompiled_charsmap"])
+        elif kind == "WhitespaceSplit" or (
+            kind == "Replace" and (step.get("pattern") or {}).get("Regex") == " {2,}" and step.get("content") == " "
+        ):
+            merge_spaces = True
+    return _spm_space_prefix(tokenizer_json), merge_spaces, charsmap
+
+
+def add_unigram_vocab(writer: gguf.GGUFWriter, src: Path, n_vocab: int) -> None:
+    """Write a SentencePiece Unigram vocabulary (T5, sentence-t5, GTR) as llama.cpp's ``t5`` (UGM) model."""
+    tokenizer_json = _read_json(src / "tokenizer.json")
+    model = tokenizer_json.get("model") or {}
+    pieces: list[list[Any]] = model.get("vocab") or []
+    unk_id = model.get("unk_id")
+    specials = _special_ids(tokenizer_json)
+    tokens: list[bytes] = []
+    scores: list[float] = []
+    types: list[int] = []
+    for index, (piece, score) in enumerate(pieces):
+        kind = gguf.TokenType.NORMAL
+        if index == unk_id:
+            kind = gguf.TokenType.UNKNOWN
+        elif index in specials:
+            kind = gguf.TokenType.CONTROL
+        elif model.get("byte_fallback") and len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            kind = gguf.TokenType.BYTE
+        tokens.append(str(piece).encode("utf-8"))
+        scores.append(float(score))
+        types.append(int(kind))
+    # tokens added on top of the Unigram model (T5's <extra_id_N> sentinels): user-defined, as llama.cpp's
+    # converter writes the ones of added_tokens.json
+    for added in tokenizer_json.get("added_tokens", []):
+        index = int(added["id"])
+        if index < len(tokens):
+            continue  # one of the Unigram pieces, typed above
+        _pad_to(tokens, types, scores, index + 1)
+        tokens[index] = str(added["content"]).encode("utf-8")
+        types[index] = int(gguf.TokenType.CONTROL if added.get("special") else gguf.TokenType.USER_DEFINED)
+    if len(tokens) > n_vocab:
+        log.warning("%s: %d tokenizer ids beyond vocab_size %d dropped", src, len(tokens) - n_vocab, n_vocab)
+        del tokens[n_vocab:], types[n_vocab:], scores[n_vocab:]
+    _pad_to(tokens, types, scores, n_vocab)
+    space_prefix, merge_spaces, charsmap = _unigram_pipeline(tokenizer_json)
+    writer.add_tokenizer_model("t5")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    writer.add_add_space_prefix(space_prefix)
+    writer.add_remove_extra_whitespaces(merge_spaces)
+    if charsmap:
+        writer.add_precompiled_charsmap(charsmap)
+    gguf.SpecialVocab(src, n_vocab=len(tokens)).add_to_gguf(writer, quiet=True)
+
+
 def add_vocab(writer: gguf.GGUFWriter, src: Path, n_vocab: int, is_encoder: bool) -> str:
     """Write whichever tokenizer the folder has; return its GGUF model name."""
     model = _read_json(src / "tokenizer.json").get("model", {})
+    if model.get("type") == "Unigram":
+        add_unigram_vocab(writer, src, n_vocab)
+        return "t5"
     if is_encoder or model.get("type") == "WordPiece":
         add_wordpiece_vocab(writer, src, n_vocab)
         return "bert"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,140 @@ CASES = {
     "llama31-rope": ("llama31", "llama3", "llama", "gpt2", "llama-bpe"),
     "phi3-longrope": ("phi3-longrope", "spm-phi3", "phi3", "llama", None),
 }
+
+
+# T5 / sentence-t5 / GTR: a SentencePiece Unigram tokenizer (ids 0-2 = <pad>, </s>, <unk> as in T5)
+T5_SPECIALS = ["<pad>", "</s>", "<unk>"]
+T5_TOKENIZER_SIZE = 500  # fewer pieces than embedding rows, as T5 (32100 pieces, 32128 rows)
+# kind -> (model class, config overrides): T5 v1.0 (ReLU) and v1.1 / sentence-t5 / GTR (gated GELU)
+T5_KINDS: dict[str, tuple[str, dict[str, Any]]] = {
+    "t5-relu": ("T5EncoderModel", {"feed_forward_proj": "relu"}),
+    "t5-gated-gelu": ("T5EncoderModel", {"feed_forward_proj": "gated-gelu"}),
+    # a full encoder-decoder checkpoint: its encoder is what goes to GGUF
+    "t5-seq2seq": ("T5ForConditionalGeneration", {"feed_forward_proj": "gated-gelu"}),
+}
+
+
+def whitespace_charsmap(mapping: dict[str, str]) -> bytes:
+    """A SentencePiece precompiled charsmap replacing single ASCII characters (e.g. tab -> space).
+
+    The layout SentencePiece writes and both llama.cpp and ``tokenizers`` read: a little-endian uint32
+    with the trie's size in bytes, the trie (a darts-clone double array of uint32 units: a node's child
+    for byte ``c`` sits at ``offset ^ c`` and carries ``c`` as its label; bit 8 says a key ends there and
+    its ``offset`` then leads to a unit whose bit 31 is set and whose low bits index the replacement),
+    then the NUL-terminated replacement strings. Real charsmaps (T5's ``nmt_nfkc``) hold all of NFKC;
+    this one only the whitespace folding T5 relies on.
+    """
+    units = [0] * 512
+    children = 256  # the root's offset: its child for byte c is unit 256 ^ c
+    units[0] = children << 10
+    replacements = b""
+    leaf = 300  # value units, away from every child slot
+    for key, replacement in mapping.items():
+        byte = key.encode("ascii")
+        if len(byte) != 1:
+            raise ValueError(f"single ASCII characters only, got {key!r}")
+        child = children ^ byte[0]
+        units[child] = ((child ^ leaf) << 10) | (1 << 8) | byte[0]
+        units[leaf] = (1 << 31) | len(replacements)
+        replacements += replacement.encode("utf-8") + b"\0"
+        leaf += 1
+    trie = struct.pack(f"<{len(units)}I", *units)
+    return struct.pack("<I", len(trie)) + trie + replacements
+
+
+# what T5's nmt_nfkc charsmap does to ASCII whitespace
+T5_WHITESPACE = {"\t": " ", "\n": " ", "\r": " "}
+
+
+def build_unigram_tokenizer(folder: Path) -> Path:
+    """A 500-piece Unigram tokenizer.json laid out as T5's: precompiled charsmap, spaces merged, Metaspace.
+
+    The pipeline of the real T5 / sentence-t5 files (``Precompiled`` + ``Replace(" {2,}")``,
+    ``WhitespaceSplit`` + ``Metaspace``, ``</s>`` appended); the charsmap only folds tabs and newlines
+    into spaces (``whitespace_charsmap``), as T5's NFKC one does for ASCII.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Sequence(
+        [normalizers.Precompiled(whitespace_charsmap(T5_WHITESPACE)), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement=SPIECE, prepend_scheme="always")]
+    )
+    trainer = trainers.UnigramTrainer(
+        vocab_size=T5_TOKENIZER_SIZE, special_tokens=T5_SPECIALS, unk_token="<unk>", show_progress=False
+    )
+    tok.train_from_iterator(_training_texts(), trainer=trainer)
+    # the trainer sums scores in parallel (last digits vary run to run): rounded and ordered, the
+    # fixture is the same every time
+    data = json.loads(tok.to_str())
+    pieces = data["model"]["vocab"][len(T5_SPECIALS) :]
+    rounded = sorted(([piece, round(score, 2)] for piece, score in pieces), key=lambda item: (-item[1], item[0]))
+    data["model"]["vocab"] = data["model"]["vocab"][: len(T5_SPECIALS)] + rounded
+    tok = Tokenizer.from_str(json.dumps(data))
+    tok.decoder = decoders.Metaspace(replacement=SPIECE, prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", T5_SPECIALS.index("</s>"))]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    folder.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(folder)
+    return folder
+
+
+def build_hf_t5(kind: str, folder: Path, tokenizer_dir: Path, initializer_range: float = 1.0) -> Path:
+    """Save a tiny random T5 encoder (or encoder-decoder) of ``kind`` (seeded) with the Unigram tokenizer."""
+    import torch
+    import transformers
+
+    model_name, overrides = T5_KINDS[kind]
+    config = transformers.T5Config(
+        vocab_size=512,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        initializer_factor=initializer_range,
+        **overrides,
+    )
+    torch.manual_seed(0)
+    model = getattr(transformers, model_name)(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    for item in tokenizer_dir.iterdir():
+        shutil.copy(item, folder / item.name)
+    return folder
+
+
+# sentence-transformers Dense after pooling: sentence-t5 / GTR (no bias, identity) and LaBSE-style (bias, tanh)
+DENSE_KINDS = {"identity": (False, "torch.nn.Identity"), "tanh-bias": (True, "torch.nn.Tanh")}
+
+
+def build_sentence_t5(folder: Path, t5_dir: Path, dense: str = "identity") -> Path:
+    """A sentence-transformers folder laid out as sentence-t5 / GTR: T5 encoder, mean pooling, a seeded
+    ``2_Dense`` projection (``DENSE_KINDS``) and ``3_Normalize``, saved by sentence-transformers itself."""
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+
+    bias, activation = DENSE_KINDS[dense]
+    transformer = models.Transformer(str(t5_dir))
+    width = transformer.get_embedding_dimension()
+    pooling = models.Pooling(width, pooling_mode="mean")
+    torch.manual_seed(1)
+    activation_fn = torch.nn.Tanh() if activation == "torch.nn.Tanh" else torch.nn.Identity()
+    projection = models.Dense(width, width, bias=bias, activation_function=activation_fn)
+    with torch.no_grad():  # a bias big enough to matter
+        if bias:
+            projection.linear.bias.normal_(0.0, 0.5)
+    model = SentenceTransformer(modules=[transformer, pooling, projection, models.Normalize()], device="cpu")
+    model.save(str(folder))
+    return folder

@@ -4,7 +4,9 @@ Generation runs on ``edge_runner.core.generation.LlmEngine`` (continuous batchin
 one sequence id per stream). Embedding models go through llama-cpp-python's ``Llama`` in embedding
 mode behind a lock (llama.cpp contexts are not reentrant). Weights are memory-mapped unless
 ``use_mmap`` is off; ``mlock``, ``n_gpu_layers``, ``n_batch``, ``parallel`` (slots),
-``max_queue`` and ``max_seq_len`` come from ``LoadOptions.options``.
+``max_queue`` and ``max_seq_len`` come from ``LoadOptions.options``. A sentence-transformers ``Dense``
+projection after pooling (sentence-t5 / GTR ``2_Dense``), which llama.cpp's encoder graphs cannot hold,
+comes beside the GGUF (manifest ``extra.pooled_dense``) and is applied here to the pooled vectors.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ ENCODER_ARCHITECTURES = ("bert", "nomic-bert", "jina-bert-v2", "modern-bert", "t
 TEXT_INPUT = TensorSpec("text_input", "BYTES", (-1,))
 TEXT_OUTPUT = TensorSpec("text_output", "BYTES", (-1,))
 EMBEDDING_OUTPUT = TensorSpec("embedding", "FP32", (-1, -1))
+DENSE_ACTIVATIONS = ("identity", "tanh")  # of the pooled_dense layers (sentence-transformers Dense)
 
 
 @cache
@@ -140,6 +143,7 @@ class LlamaCppBackend(Backend):
         self._engine: Any = None
         self._embedder: Any = None
         self._embed_lock = threading.Lock()
+        self._dense: list[tuple[np.ndarray, np.ndarray | None, str]] = []
         self._template: str | None = None
         self._bos = ""
         self._eos = ""
@@ -243,6 +247,25 @@ class LlamaCppBackend(Backend):
             )
         except ValueError as exc:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
+        self._dense = self._pooled_dense()
+
+    def _pooled_dense(self) -> list[tuple[np.ndarray, np.ndarray | None, str]]:
+        """The manifest's ``pooled_dense`` layers as ``(weight, bias, activation)``, in order."""
+        spec = self.manifest.extra.get("pooled_dense") or {}
+        if not spec:
+            return []
+        layers = []
+        try:
+            with np.load(self.folder / str(spec["file"]), allow_pickle=False) as arrays:
+                for layer in spec["layers"]:
+                    name, activation = str(layer["name"]), str(layer.get("activation", "identity"))
+                    if activation not in DENSE_ACTIVATIONS:
+                        raise ValueError(f"activation {activation!r} of {name} is not one of {list(DENSE_ACTIVATIONS)}")
+                    bias = arrays[f"{name}.bias"] if layer.get("bias") else None
+                    layers.append((arrays[f"{name}.weight"], bias, activation))
+        except (OSError, KeyError, ValueError) as exc:
+            raise ModelLoadError(f"{self.manifest.name}: pooled_dense layers do not load: {exc}") from exc
+        return layers
 
     def unload(self) -> None:
         """Stop the engine and free llama.cpp memory. Idempotent."""
@@ -342,10 +365,17 @@ class LlamaCppBackend(Backend):
             raise ModelNotReady(f"model {self.manifest.name!r} is not loaded")
         with self._embed_lock:
             try:
-                rows = self._embedder.embed(list(texts), normalize=True)
+                rows = self._embedder.embed(list(texts), normalize=not self._dense)
             except (ValueError, RuntimeError) as exc:
                 raise InvalidInput(f"embedding failed: {exc}") from exc
-        return np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
+        pooled = np.asarray(rows, dtype=np.float32).reshape(len(texts), -1)
+        if not self._dense:
+            return pooled
+        for weight, bias, activation in self._dense:  # sentence-transformers Dense: act(x W^T + b)
+            pooled = pooled @ weight.T if bias is None else pooled @ weight.T + bias
+            pooled = np.tanh(pooled) if activation == "tanh" else pooled
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return np.asarray(pooled / np.maximum(norms, 1e-12), dtype=np.float32)
 
     def count_tokens(self, texts: Sequence[str]) -> int:
         """Tokens the model's own tokenizer makes of ``texts`` (the ``usage`` of /v1/embeddings)."""
