@@ -63,5 +63,14 @@ smoke-binary: $(VENV)/.runtime-stamp
 binary-aarch64: $(VENV)/.runtime-stamp
 	bash build/build_binary_aarch64.sh --smoke $(BINARY_BACKENDS)
 
+# Container images with podman against locally bootstrapped bases, as root on an x86_64 Debian 12 host (not part of
+# `make test`): IMAGE_ARCHES=amd64 (default), amd64,arm64, or all (adds cuda); IMAGE_FLAGS=--smoke runs the seed's
+# `docker run` line against each CPU image. See build/build_images.sh and docs/deployment.md, "Images".
+IMAGE_ARCHES ?= amd64
+IMAGE_FLAGS ?= --smoke
+.PHONY: image
+image: $(VENV)/.runtime-stamp
+	bash build/build_images.sh $(IMAGE_FLAGS) $(IMAGE_ARCHES)
+
 clean:
 	rm -rf $(VENV) .venv-build dist build/work .pytest_cache .mypy_cache .ruff_cache

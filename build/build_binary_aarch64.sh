@@ -4,6 +4,8 @@
 #
 #   build/build_binary_aarch64.sh [backend,backend,...]   default: onnxruntime,openvino,tflite,llama_cpp
 #   build/build_binary_aarch64.sh --smoke [backends]      also run build/smoke_binary.sh on the one file under qemu
+#   build/build_binary_aarch64.sh --llama-wheel           only steps 1 and 3: the cross-compiled llama-cpp-python wheel
+#                                                         (build/work/aarch64/llama/out/; build/build_images.sh uses it)
 #
 # 1. qemu-user-static from bookworm-backports (qemu 10; Debian 12's qemu 7.2 segfaults on `import onnxruntime`
 #    >= 1.28 under emulation), binfmt_misc registration of qemu-aarch64 (flag F: works inside a chroot).
@@ -22,8 +24,12 @@ shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 SMOKE=0
+WHEEL_ONLY=0
 if [ "${1:-}" = "--smoke" ]; then
   SMOKE=1
+  shift
+elif [ "${1:-}" = "--llama-wheel" ]; then
+  WHEEL_ONLY=1
   shift
 fi
 BACKENDS="${1:-onnxruntime,openvino,tflite,llama_cpp}"
@@ -64,7 +70,7 @@ grep -q '^enabled' /proc/sys/fs/binfmt_misc/qemu-aarch64 || { log "binfmt qemu-a
 log "$(qemu-aarch64-static --version | head -n 1); binfmt: $(tr '\n' ' ' </proc/sys/fs/binfmt_misc/qemu-aarch64 | cut -c1-80)"
 
 # --- 2. arm64 rootfs -----------------------------------------------------------------------------------------------
-if [ ! -e "$ROOTFS/.edge-runner-rootfs" ]; then
+if [ "$WHEEL_ONLY" = 0 ] && [ ! -e "$ROOTFS/.edge-runner-rootfs" ]; then
   start=$(date +%s)
   rm -rf "$ROOTFS"
   mkdir -p "$WORK"
@@ -75,20 +81,21 @@ if [ ! -e "$ROOTFS/.edge-runner-rootfs" ]; then
   log "rootfs bootstrapped in $(since "$start")"
 fi
 # the host's resolver, pip settings and CA bundle (pip reaches the index only with them)
-cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
-if [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$ROOTFS/etc/pip.conf"; fi
+[ "$WHEEL_ONLY" = 1 ] || cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+if [ "$WHEEL_ONLY" = 0 ] && [ -f /etc/pip.conf ]; then cp /etc/pip.conf "$ROOTFS/etc/pip.conf"; fi
 for conf in "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf"; do
-  if [ -f "$conf" ]; then
+  if [ "$WHEEL_ONLY" = 0 ] && [ -f "$conf" ]; then
     mkdir -p "$(dirname "$ROOTFS/root/${conf#"$HOME"/}")"
     cp "$conf" "$ROOTFS/root/${conf#"$HOME"/}"
   fi
 done
 CA="${PIP_CERT:-${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}}"
-if [ -f "$CA" ]; then mkdir -p "$ROOTFS/$(dirname "$CA")" && cp "$CA" "$ROOTFS/$CA"; fi
+if [ "$WHEEL_ONLY" = 0 ] && [ -f "$CA" ]; then mkdir -p "$ROOTFS/$(dirname "$CA")" && cp "$CA" "$ROOTFS/$CA"; fi
 
 # --- 3. llama-cpp-python wheel, cross-compiled -------------------------------------------------------------------------
 LLAMA_DIR="$WORK/llama"
 find_wheel() { find "$1" -maxdepth 1 -name "llama_cpp_python-$LLAMA_VERSION-*aarch64*.whl" 2>/dev/null | head -n 1 || true; }
+[ "$WHEEL_ONLY" = 0 ] || BACKENDS=llama_cpp
 case ",$BACKENDS," in
   *,llama_cpp,*)
     if [ -z "$(find_wheel "$LLAMA_DIR/out")" ]; then
@@ -147,6 +154,10 @@ EOF
     tmp="$(mktemp -d)"
     (cd "$tmp" && "$HOST_PY" -m zipfile -e "$WHEEL" . && file llama_cpp/lib/*.so*) | sed 's|^|aarch64: |' >&2
     rm -rf "$tmp"
+    if [ "$WHEEL_ONLY" = 1 ]; then
+      log "wheel: $WHEEL ($(since "$t0"))"
+      exit 0
+    fi
     # where build_binary.sh (in the chroot, HOME=/root) looks for a cached wheel: the key hashes its CMake arguments
     key="llama-cpp-python-$LLAMA_VERSION-aarch64-$(printf '%s' "$LLAMA_ARGS" | sha256sum | cut -c1-12)"
     cache="$ROOTFS/root/.cache/edge-runner/wheels/$key"

@@ -51,14 +51,22 @@ def _service_uses(node: ast.AST, receiver: str) -> set[str]:
 
 
 def _helpers_called(node: ast.AST, module: object) -> set[str]:
-    """Service methods used by module-level helpers that a handler passes ``self.service`` to."""
+    """Service methods used by module-level helpers that a handler passes ``self.service`` to (looked up on the
+    parameter that receives it, by position or keyword)."""
     found: set[str] = set()
     for call in (n for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)):
-        passes_service = any(ast.unparse(arg) == "self.service" for arg in call.args)
         helper = getattr(module, call.func.id, None)
-        if passes_service and inspect.isfunction(helper):
+        if not inspect.isfunction(helper):
+            continue
+        params = list(inspect.signature(helper).parameters)
+        receivers = [
+            params[i] for i, arg in enumerate(call.args) if ast.unparse(arg) == "self.service" and i < len(params)
+        ]
+        receivers += [kw.arg for kw in call.keywords if kw.arg and ast.unparse(kw.value) == "self.service"]
+        if receivers:
             tree = ast.parse(textwrap.dedent(inspect.getsource(helper)))
-            found |= _service_uses(tree, next(iter(inspect.signature(helper).parameters)))
+            for receiver in receivers:
+                found |= _service_uses(tree, receiver)
     return found
 
 

@@ -6,12 +6,20 @@ when compiling fails, and every candidate becomes a ``SelectionStep``. Options (
 ``[openvino]`` table): ``performance_hint`` (latency/throughput/cumulative_throughput), ``num_streams``,
 ``inference_precision`` (``f32`` unless told otherwise, for parity with the source model; a string or
 a table per device), ``static_batch_sizes`` and ``static_shapes`` (NPUs always compile static shapes),
-``num_requests`` and ``config`` (raw OpenVINO properties).
+``num_requests``, ``config`` (raw OpenVINO properties) and ``fold_weight_decompression`` (below).
+
+``fold_weight_decompression`` (default: on for aarch64 only) turns int8/uint8 MatMul weights that the model
+dequantizes on the fly (``Convert -> [Subtract zero point] -> Multiply scale``, as NNCF writes them) into f32
+constants before compiling. OpenVINO 2026.4's ARM CPU plugin (measured under qemu-aarch64 10) applies the first
+output channel's scale to every output channel of such a MatMul: the digits IR's logits were off by up to 29
+(x2.3) while every layer before the MatMul matched a numpy evaluation of the IR to 2e-6. Folding keeps the
+int8-rounded weights, so answers equal the x86 plugin's; it costs 4x the memory of those weights.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import platform
 import queue
 from collections.abc import Mapping, Sequence
 from functools import cache
@@ -21,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from edge_runner.backends.base import Capabilities, LoadOptions, ModelMetadata, ProbeResult, SelectionStep, Tensors
+from edge_runner.backends.openvino_weights import fold_weight_decompression
 from edge_runner.backends.text_encoder import TextEmbeddingBackend, can_embed
 from edge_runner.core.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError, ModelNotReady
 from edge_runner.core.manifest import TensorSpec
@@ -45,6 +54,7 @@ _OV_TYPES = {"bf16": "BF16", "boolean": "BOOL", "string": "BYTES"} | {
 }
 _VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
 _STATIC_SHAPE_DEVICES = ("NPU",)
+_FOLD_MACHINES = ("aarch64", "arm64")
 _BAD_INPUT_MARKERS = ("ParameterMismatch", "incompatible", "was not found", "Dimension mismatch", "shape")
 
 
@@ -144,6 +154,7 @@ class OpenVinoBackend(TextEmbeddingBackend):
         "num_requests": integer,
         "config": SCALARS,
         "use_mmap": boolean,
+        "fold_weight_decompression": boolean,
     }
     runtime_package = "openvino"
 
@@ -251,6 +262,8 @@ class OpenVinoBackend(TextEmbeddingBackend):
         if not probe.available:
             raise BackendUnavailable(probe.reason)
         model = self._read()
+        if self.options.options.get("fold_weight_decompression", platform.machine() in _FOLD_MACHINES):
+            fold_weight_decompression(model)
         inputs = tuple(_spec(p, i, "input") for i, p in enumerate(model.inputs))
         outputs = tuple(_spec(p, i, "output") for i, p in enumerate(model.outputs))
         steps: list[SelectionStep] = []
