@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,8 @@ from edge_runner.backends.text_encoder import TextEmbeddingBackend, can_embed
 from edge_runner.core.errors import BackendUnavailable, InferenceError, InvalidInput, ModelLoadError
 from edge_runner.core.manifest import TensorSpec
 from edge_runner.core.schema import SCALARS, STRINGS, boolean, integer, table_of
+
+log = logging.getLogger("edge_runner.backends.onnxruntime")
 
 _ORT_TYPES = {
     "tensor(float)": "FP32",
@@ -159,8 +162,16 @@ class OnnxRuntimeBackend(TextEmbeddingBackend):
         if not identity:
             stat = (self.folder / entry.path).stat()
             identity = f"{stat.st_size}-{stat.st_mtime_ns}"
-        self.options.cache_dir.mkdir(parents=True, exist_ok=True)
-        return self.options.cache_dir / f"optimized-{provider}-{level}-{identity}.onnx"
+        target = self.options.cache_dir / f"optimized-{provider}-{level}-{identity}.onnx"
+        try:
+            self.options.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only root filesystem, say: serve without the cache
+            log.warning("no optimized-graph cache (%s): %s", self.options.cache_dir, exc)
+            return target if target.is_file() else None
+        if not os.access(self.options.cache_dir, os.W_OK):
+            log.warning("no optimized-graph cache: %s is not writable", self.options.cache_dir)
+            return target if target.is_file() else None
+        return target
 
     def _providers(self, available: Sequence[str]) -> tuple[list[Any], list[SelectionStep]]:
         wanted = list(self.options.devices) or ["CPUExecutionProvider"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_runner.config.profiles import load_profile
@@ -35,3 +37,17 @@ def test_intra_op_threads_do_not_spin_unless_the_profile_says(
         assert _spinning(manager) == "1"
     finally:
         manager.close()
+
+
+def test_an_unusable_cache_folder_serves_without_the_cache(
+    settings: Settings, make_manager: Callable[..., ModelManager], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A cache folder that cannot be created (a read-only root filesystem in a container, here a path under
+    a plain file) costs the optimized-graph cache, not the model."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    manager = make_manager(cache_dir=str(blocker / "cache"))
+    manager.load("digits")
+    out = manager.get("digits").backend.infer({"input": np.zeros((2, 1, 8, 8), np.float32)})
+    assert out["logits"].shape == (2, 10) and np.isfinite(out["logits"]).all()
+    assert "no optimized-graph cache" in caplog.text
