@@ -24,8 +24,9 @@ from tests.llm.gguf_fixtures import CASES
 pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
 
-# CI builds it into a cache and names it in EDGE_RUNNER_LLAMA_SERVER (then its absence is a failure, not a skip)
-LLAMA_SERVER_ENV = "EDGE_RUNNER_LLAMA_SERVER"
+# CI builds it into a cache and names it in LLAMA_SERVER_BIN (then its absence is a failure, not a skip); not an
+# EDGE_RUNNER_* name: the strict settings check refuses unknown variables of that prefix
+LLAMA_SERVER_ENV = "LLAMA_SERVER_BIN"
 LLAMA_SERVER = Path(__file__).resolve().parents[2] / "build" / "work" / "llama-server" / "bin" / "llama-server"
 PROMPT = "The river was high in the morning"
 N_TOKENS = 16

@@ -39,7 +39,7 @@ from tests.llm.gguf_fixtures import (  # noqa: E402
     whitespace_charsmap,
 )
 
-# llama.cpp's own C++ server (same factory, binary lookup and EDGE_RUNNER_LLAMA_SERVER as the decoder cross-check)
+# llama.cpp's own C++ server (same factory, binary lookup and LLAMA_SERVER_BIN as the decoder cross-check)
 from tests.llm.test_gguf_llama_server import _post, llama_server, llama_server_binary  # noqa: E402, F401
 
 TEXTS = (
