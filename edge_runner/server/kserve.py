@@ -78,7 +78,8 @@ class ModelMetadataResource:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        resp.media = model_metadata(self.service, self.service.acquire(validate_name(model), _version(version)))
+        entry = self.service.acquire(validate_name(model), _version(version), touch=False)
+        resp.media = model_metadata(self.service, entry)
 
 
 class ModelReadyResource:
@@ -86,7 +87,7 @@ class ModelReadyResource:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        entry = self.service.acquire(validate_name(model), _version(version))
+        entry = self.service.acquire(validate_name(model), _version(version), touch=False)
         resp.media = {"name": entry.name, "version": str(entry.version), "ready": True}
 
 
@@ -97,7 +98,7 @@ class ModelConfigResource:
         self.service = service
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, model: str, version: str | None = None) -> None:
-        entry = self.service.acquire(validate_name(model), _version(version))
+        entry = self.service.acquire(validate_name(model), _version(version), touch=False)
         policy, batching = entry.scheduler.policy, entry.scheduler.batching
         resp.media = {
             "name": entry.name,

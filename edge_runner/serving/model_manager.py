@@ -185,11 +185,12 @@ class ModelManager:
         self._make_room(name, version, manifest, working)
         return self.loader.open(name, version, folder, manifest, plan)
 
-    def acquire(self, name: str, version: int | None, load: bool = False) -> LoadedModel:
+    def acquire(self, name: str, version: int | None, load: bool = False, touch: bool = True) -> LoadedModel:
         """The loaded entry, marked as used; with ``load`` a servable model that is not loaded is loaded first.
 
         The one load policy (see ``edge_runner.serving.service``): v2 routes pass ``load=False``, the LLM and
         embedding routes ``load=True``; a model named in ``lazy_models`` loads on first use on every route.
+        ``touch=False`` (status and metadata reads) leaves its idle clock alone, so probes never keep it loaded.
         """
         try:
             entry = self.get(name, version)
@@ -198,7 +199,8 @@ class ModelManager:
                 raise
             self.load(name, version)
             entry = self.get(name, version)
-        entry.touch()
+        if touch:
+            entry.touch()
         return entry
 
     def unload(self, name: str, version: int | None = None) -> list[int]:

@@ -272,3 +272,15 @@ def test_load_with_keep_alive(client: testing.TestClient, manager: Any) -> None:
     assert resp.status_code == 422 and "keep_alive" in resp.json["error"]
     resp = client.simulate_post("/v2/repository/models/digits/load", json={"parameters": {"keep_alive": 0}})
     assert resp.status_code == 200 and client.simulate_get("/v2/models/digits/ready").status_code == 503
+
+
+def test_status_reads_do_not_keep_a_model_alive(client: testing.TestClient, manager: Any) -> None:
+    """Readiness, metadata and config reads (probes poll them) leave the idle clock alone; an infer moves it."""
+    entry = manager.get("digits")
+    entry.last_used = 0.0
+    for path in ("/v2/models/digits/ready", "/v2/models/digits", "/v2/models/digits/config"):
+        assert client.simulate_get(path).status_code == 200
+    assert entry.last_used == 0.0
+    body = {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}
+    assert client.simulate_post("/v2/models/digits/infer", json=body).status_code == 200
+    assert entry.last_used > 0.0
