@@ -93,7 +93,11 @@ def _outcome(body: bytes) -> tuple[str, Any]:
         request = decode_request(body, None)
     except EdgeRunnerError as exc:
         return type(exc).__name__, str(exc)
-    arrays = {name: (a.dtype.str, a.shape, a.tobytes()) for name, a in request.inputs.items()}
+    # object (BYTES) arrays compare by value: their tobytes() are pointers, different on every decode
+    arrays = {
+        name: (a.dtype.str, a.shape, a.tolist() if a.dtype == object else a.tobytes())
+        for name, a in request.inputs.items()
+    }
     return "ok", (arrays, request.outputs, request.binary_default, request.id)
 
 
