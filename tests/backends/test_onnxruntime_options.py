@@ -18,23 +18,40 @@ from edge_runner.serving.model_manager import ModelManager
 pytest.importorskip("onnxruntime")
 
 
-def _spinning(manager: ModelManager) -> str:
+def _spinning(manager: ModelManager) -> tuple[str, str]:
+    """(allow_spinning, force_spinning_stop) as the live session holds them; "" for an entry not set."""
     manager.load("digits")
-    session = manager.get("digits").backend._session  # type: ignore[attr-defined]
-    return str(session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"))
+    options = manager.get("digits").backend._session.get_session_options()  # type: ignore[attr-defined]
+    values = []
+    for key in ("session.intra_op.allow_spinning", "session.force_spinning_stop"):
+        try:
+            values.append(str(options.get_session_config_entry(key)))
+        except RuntimeError as exc:  # ORT raises for a key never set
+            assert "does not have configuration with key" in str(exc)
+            values.append("")
+    return values[0], values[1]
 
 
-def test_intra_op_threads_do_not_spin_unless_the_profile_says(
-    settings: Settings, make_manager: Callable[..., ModelManager]
-) -> None:
-    assert _spinning(make_manager()) == "0"
+def _with_options(settings: Settings, **ort_options: object) -> ModelManager:
     cpu = load_profile("cpu")
-    spinning = replace(
-        cpu, backends={**cpu.backends, "onnxruntime": {**cpu.backends["onnxruntime"], "allow_spinning": True}}
-    )
-    manager = ModelManager(settings, ModelRepository(settings.repository_root(), extra_roots=[DEFAULTS_DIR]), spinning)
+    profile = replace(cpu, backends={**cpu.backends, "onnxruntime": {**cpu.backends["onnxruntime"], **ort_options}})
+    return ModelManager(settings, ModelRepository(settings.repository_root(), extra_roots=[DEFAULTS_DIR]), profile)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, ("1", "1")),  # spin inside a run, stop when it returns
+        ({"allow_spinning": False}, ("0", "")),
+        ({"spin_between_runs": True}, ("1", "")),  # ONNX Runtime's own default
+    ],
+)
+def test_intra_op_threads_spin_only_inside_a_run_unless_the_profile_says(
+    settings: Settings, options: dict[str, object], expected: tuple[str, str]
+) -> None:
+    manager = _with_options(settings, **options)
     try:
-        assert _spinning(manager) == "1"
+        assert _spinning(manager) == expected
     finally:
         manager.close()
 
