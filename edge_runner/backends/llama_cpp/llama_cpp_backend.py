@@ -128,9 +128,10 @@ class LlamaCppBackend(Backend):
         if importlib.util.find_spec("llama_cpp") is None:
             return ProbeResult(False, reason="llama-cpp-python is not installed (pip install 'edge-runner[llama]')")
         try:
-            import llama_cpp
+            from edge_runner.backends.llama_cpp.bindings import import_llama_cpp
 
-            load_dynamic_backends(Path(llama_cpp.__file__).resolve().parent)
+            llama_cpp = import_llama_cpp()
+            load_dynamic_backends(Path(str(llama_cpp.__file__)).resolve().parent)
             gpu = bool(llama_cpp.llama_supports_gpu_offload())
             found = version("llama-cpp-python")
         except (ImportError, OSError, RuntimeError, PackageNotFoundError) as exc:

@@ -45,7 +45,9 @@ def _install_log_bridge(lib: Any) -> None:
 def llama() -> Any:
     """The ``llama_cpp`` module, with the ggml backend initialised and its logging bridged, once."""
     global _backend_ready
-    import llama_cpp
+    from edge_runner.backends.llama_cpp.bindings import import_llama_cpp
+
+    llama_cpp = import_llama_cpp()
 
     with _backend_lock:
         if not _backend_ready:
