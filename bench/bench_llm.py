@@ -292,6 +292,13 @@ def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def llama_bench_tg(llama_bench: Path, model: Path, tokens: int, threads: int) -> float:
+    """llama.cpp's ``llama-bench`` text generation (``tg``) tok/s: decode in C++, no sampling, no server."""
+    cmd = [str(llama_bench), "-m", str(model), "-t", str(threads), "-p", "0", "-n", str(tokens), "-r", "3"]
+    out = subprocess.run([*cmd, "-o", "json"], capture_output=True, text=True, check=True, timeout=600).stdout
+    return float(json.loads(out)[0]["avg_ts"])
+
+
 def _native_server(
     model: Path, args: argparse.Namespace, eog: list[int], one: dict[str, Any], many: dict[str, Any]
 ) -> dict[str, Any]:
@@ -309,7 +316,13 @@ def _native_server(
         theirs_many = http_runs(url + "/v1/completions", body, args.streams)
     finally:
         stop(proc)
-    return {
+    figures: dict[str, Any] = {}
+    bench_bin = args.llama_server.parent / "llama-bench"
+    if bench_bin.is_file():
+        tg = llama_bench_tg(bench_bin, model, args.tokens, args.threads)
+        figures[f"llama_bench_tg{args.tokens}_tok_s"] = tg
+        figures["ratio_1_stream_ours_vs_llama_bench"] = one["decode_tok_s_per_stream"] / tg
+    return figures | {
         "llama_server_cpp_1_stream_tok_s": theirs_one["decode_tok_s_per_stream"],
         f"llama_server_cpp_{args.streams}_streams_aggregate_tok_s": theirs_many["aggregate_tok_s"],
         "ratio_1_stream_ours_vs_llama_server_cpp": one["decode_tok_s_per_stream"]
