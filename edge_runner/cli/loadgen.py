@@ -6,8 +6,8 @@ v2 infer request in a loop; latencies are measured per request.
 
 from __future__ import annotations
 
-import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +72,9 @@ def closed_loop(make_call: Callable[[], Call], concurrency: int, requests: int) 
                 mine.append(time.perf_counter() - start)
             else:
                 failed += 1
+        close = getattr(call, "close", None)
+        if close is not None:
+            close()
         with lock:
             latencies.extend(mine)
             errors.append(failed)
@@ -95,23 +98,105 @@ def closed_loop(make_call: Callable[[], Call], concurrency: int, requests: int) 
     }
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that sends a prepared request and reads the answer.
+
+    A load generator shares the machine with the server it measures: ``http.client`` spent ~0.25 ms of CPU a
+    request building headers and parsing answers through the email parser, which the server under test
+    then did not get. This sends the request's bytes, prepared once, in one call and reads the status line,
+    ``Content-Length`` or chunked framing and nothing else. It reconnects when the server closes.
+    """
+
+    def __init__(self, host: str, port: int, request: bytes, timeout_s: float = 60.0) -> None:
+        self.address = (host, port)
+        self.request = request
+        self.timeout_s = timeout_s
+        self.sock: socket.socket | None = None
+        self.buffer = b""
+
+    def __call__(self) -> bool:
+        """Send the request and read the whole answer; True when it is a 200."""
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=self.timeout_s)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buffer = b""
+        try:
+            self.sock.sendall(self.request)
+            status, keep = self._read_answer()
+        except (OSError, ValueError):
+            self.close()
+            return False
+        if not keep:
+            self.close()
+        return status == 200
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def _fill(self) -> None:
+        assert self.sock is not None
+        data = self.sock.recv(262144)
+        if not data:
+            raise ValueError("the server closed the connection")
+        self.buffer += data
+
+    def _read_answer(self) -> tuple[int, bool]:
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            self._fill()
+        head, self.buffer = self.buffer[:end].decode("latin-1"), self.buffer[end + 4 :]
+        lines = head.split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        keep = fields.get("connection", "").lower() != "close" and lines[0].startswith("HTTP/1.1")
+        if fields.get("transfer-encoding", "").lower() == "chunked":
+            self._skip_chunks()
+        elif "content-length" in fields:
+            self._skip(int(fields["content-length"]))
+        elif status not in (204, 304) and status >= 200:
+            raise ValueError("an answer without a length: the connection cannot be reused")
+        return status, keep
+
+    def _skip(self, size: int) -> None:
+        while len(self.buffer) < size:
+            self._fill()
+        self.buffer = self.buffer[size:]
+
+    def _skip_chunks(self) -> None:
+        while True:
+            while (end := self.buffer.find(b"\r\n")) < 0:
+                self._fill()
+            size = int(self.buffer[:end].split(b";")[0], 16)
+            self.buffer = self.buffer[end + 2 :]
+            if size == 0:  # trailers end with an empty line
+                while (end := self.buffer.find(b"\r\n")) != 0:
+                    if end < 0:
+                        self._fill()
+                    else:
+                        self.buffer = self.buffer[end + 2 :]
+                self.buffer = self.buffer[2:]
+                return
+            self._skip(size + 2)
+
+
+def prepare_request(host: str, port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
+    """The bytes of a POST with ``body`` (Host and Content-Length added)."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in headers.items() if k.lower() not in ("host", "content-length")]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+
+
 def run_load(
     url: str, path: str, body: bytes, headers: dict[str, str], concurrency: int, requests: int
 ) -> dict[str, float]:
     """POST ``body`` ``requests`` times over ``concurrency`` persistent connections."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    request = prepare_request(host, port, path, body, headers)
 
     def make_call() -> Call:
-        conn = http.client.HTTPConnection(host, port, timeout=60)
-
-        def call() -> bool:
-            conn.request("POST", path, body=body, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status == 200
-
-        return call
+        return RawConnection(host, port, request)
 
     return closed_loop(make_call, concurrency, requests)
 
