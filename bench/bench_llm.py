@@ -251,6 +251,7 @@ def measure(model: Path, args: argparse.Namespace) -> dict[str, Any]:
         body = completion_body(args.tokens, "bench")
         http_runs(url + "/v1/completions", body, 1)  # warm-up
         one = http_runs(url + "/v1/completions", body, 1)
+        http_runs(url + "/v1/completions", body, args.streams)  # warm-up: the KV cache grows to the streams once
         many = http_runs(url + "/v1/completions", body, args.streams)
         report["rss_mmap"] = rss_of(proc.pid, model)
     finally:
@@ -313,6 +314,7 @@ def _native_server(
         body = completion_body(args.tokens, "bench", {str(t): -100 for t in eog})
         http_runs(url + "/v1/completions", body, 1)  # warm-up
         theirs_one = http_runs(url + "/v1/completions", body, 1)
+        http_runs(url + "/v1/completions", body, args.streams)  # warm-up, as for ours
         theirs_many = http_runs(url + "/v1/completions", body, args.streams)
     finally:
         stop(proc)
