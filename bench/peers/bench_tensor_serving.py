@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -170,27 +171,36 @@ def triton_server(model: Path, name: str) -> Any:
     env = {**os.environ, "LD_LIBRARY_PATH": str(sysconfig.get_config_var("LIBDIR"))}
     proc = subprocess.Popen(
         [str(PEERS_PYTHON), str(Path(__file__).with_name("pytriton_onnx.py")), str(model), name, str(port)],
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
+        start_new_session=True,  # PyTriton starts tritonserver and a stub: stopped as one process group
     )
+    url = f"http://127.0.0.1:{port}"
     try:
-        assert proc.stdout is not None
+        # polled, never a blocking read: Triton has hung in start-up on this box (then: no Triton column)
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if line.strip() == b"ready" or not line:
-                break
-        url = f"http://127.0.0.1:{port}"
-        with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10):
-            pass
-        yield url
+        ready = False
+        while not ready and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                    f"{url}/v2/models/{name}/ready", timeout=2
+                ):  # the model, not only the server
+                    ready = True
+            except OSError:
+                time.sleep(0.5)
+        if not ready:
+            print(f"{name}: Triton did not become ready within 180 s; no Triton column", file=sys.stderr)
+        yield url if ready else None
     finally:
-        proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _port_free(port: int) -> bool:
