@@ -5,8 +5,9 @@
 #
 #   amd64  Dockerfile.arm64 for linux/amd64 -> localhost/edge-runner:amd64 (profile cpu)
 #   arm64  Dockerfile.arm64 for linux/arm64 -> localhost/edge-runner:arm64 (under qemu through binfmt)
-#   cuda   Dockerfile.cuda                  -> localhost/edge-runner:cuda (as far as it gets without nvidia/cuda)
-#   --smoke       also run the seed's `docker run` line with podman against each built CPU image (see smoke())
+#   cuda   Dockerfile.cuda                  -> localhost/edge-runner:cuda (profile cuda; stand-in bases, see 6.)
+#   --smoke       also run the seed's `docker run` line with podman against each built image (see smoke();
+#                 the cuda image without a GPU: its profile falls back to the CPU)
 #   --smoke-only  only the smoke test, on images built before
 #
 # 1. podman + Debian's runc (crun refuses this host's hybrid cgroups), configured through a containers.conf in
@@ -22,6 +23,10 @@
 # 4. The machine's pip settings and CA bundle are bind-mounted into the build's RUN steps (pip reaches the index
 #    here only with them); nothing of them is written into the Dockerfiles or left in the images.
 # 5. `podman build --format docker` (the OCI format drops HEALTHCHECK).
+# 6. cuda: against nvidia/cuda:<CUDA_VERSION>-cudnn-{devel,runtime}-<UBUNTU> when those are present locally
+#    (`podman load`ed), llama.cpp then compiled in the build as Dockerfile.cuda says. Otherwise against stand-ins
+#    made by build/cuda_standin_base.sh (Debian 12 + NVIDIA's CUDA 13.0 wheels, no registry needed) with a
+#    llama-cpp-python CUDA wheel compiled once in the devel stand-in, for EDGE_RUNNER_CUDA_ARCHITECTURES (90).
 set -euo pipefail
 shopt -s inherit_errexit
 cd "$(dirname "$0")/.."
@@ -34,7 +39,7 @@ while [ $# -gt 0 ]; do
     --smoke) SMOKE=1 ;;
     --smoke-only) SMOKE=1 BUILD=0 ;;
     -h | --help)
-      sed -n '2,24p' "$0"
+      sed -n '2,29p' "$0"
       exit 0
       ;;
     -*)
@@ -183,9 +188,18 @@ build_one() {
       if [ "$arch" = amd64 ]; then extra+=(--env EDGE_RUNNER_PROFILE=cpu); fi
       ;;
     cuda)
-      build_cuda_bases || return 1
       platform=linux/amd64
       dockerfile=Dockerfile.cuda
+      if ! nvidia_cuda_bases; then
+        log "nvidia/cuda bases not present locally: building against STAND-INS made from Debian 12 and NVIDIA's" \
+          "CUDA wheels (build/cuda_standin_base.sh; no libcuda stub, llama.cpp without VMM, see docs/deployment.md)"
+        local standins
+        base="$(base_image amd64)" || return 1
+        standins="$(cuda_standin_bases "$base")" || return 1
+        wheel="$(cuda_llama_wheel "$(sed -n 1p <<<"$standins")")" || return 1
+        extra=(--build-arg "CUDA_DEVEL_IMAGE=$(sed -n 1p <<<"$standins")"
+          --build-arg "CUDA_RUNTIME_IMAGE=$(sed -n 2p <<<"$standins")" --build-arg "PYTHON=$CUDA_STANDIN_PYTHON")
+      fi
       ;;
     *)
       log "unknown arch $arch (amd64, arm64, cuda)"
@@ -204,18 +218,19 @@ build_one() {
   rm -rf "$ctx"
 }
 
-# CUDA: Dockerfile.cuda builds FROM nvidia/cuda:<CUDA_VERSION>-cudnn-{devel,runtime}-<UBUNTU>. Those cannot be
-# pulled here and cannot be bootstrapped (they carry NVIDIA's toolkit, cuDNN and nvcc for the llama.cpp CUDA
-# compile). With no registry, bring them in as files from a machine that can pull them
+# CUDA: Dockerfile.cuda builds FROM nvidia/cuda:<CUDA_VERSION>-cudnn-{devel,runtime}-<UBUNTU> by default. Those
+# cannot be pulled here; bring them in as files from a machine that can pull them
 # (`docker save nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04 nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04 -o cuda.tar`,
-# then `podman load -i cuda.tar` here); the build then runs against them with --pull=never.
-build_cuda_bases() {
+# then `podman load -i cuda.tar` here) and the build runs against them with --pull=never; without them the
+# stand-ins of build/cuda_standin_base.sh are used.
+. build/cuda_standin_base.sh
+nvidia_cuda_bases() {
   local version ubuntu missing=0 flavour
   version="$(sed -n 's/^ARG CUDA_VERSION=//p' Dockerfile.cuda)"
   ubuntu="$(sed -n 's/^ARG UBUNTU=//p' Dockerfile.cuda)"
   for flavour in devel runtime; do
     if ! podman image exists "docker.io/nvidia/cuda:$version-cudnn-$flavour-$ubuntu"; then
-      log "missing base image nvidia/cuda:$version-cudnn-$flavour-$ubuntu (podman load it first, see above)"
+      log "no base image nvidia/cuda:$version-cudnn-$flavour-$ubuntu here (podman load it to build on it)"
       missing=1
     fi
   done
@@ -294,7 +309,7 @@ done
 podman images --filter reference='localhost/edge-runner*' --format '{{.Repository}}:{{.Tag}} {{.Size}}'
 if [ "$SMOKE" = 1 ]; then
   for arch in "${arch_list[@]}"; do
-    [ "$arch" = cuda ] && continue
+    # cuda too: with no GPU (and no --gpus) its `cuda` profile must fall back to the CPU and still answer
     smoke "$arch" || status=1
   done
 fi

@@ -772,10 +772,29 @@ def test_arm64_image_builds_portable_llama_cpp() -> None:
     assert env["EDGE_RUNNER_PROFILE"] == "arm64"
 
 
+def global_build_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    """Defaults of the ARGs before the first FROM, each ${NAME} in them expanded from the earlier ones."""
+    args: dict[str, str] = {}
+    for keyword, rest in instructions:
+        if keyword == "FROM":
+            break
+        if keyword == "ARG":
+            name, _, default = rest.partition("=")
+            args[name] = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], default.strip('"'))
+    return args
+
+
 def test_cuda_image_swaps_in_gpu_runtimes() -> None:
     instructions = dockerfile_instructions(DOCKERFILES["cuda"])
     text = DOCKERFILES["cuda"].read_text(encoding="utf-8")
-    assert all("nvidia/cuda:" in rest for kw, rest in instructions if kw == "FROM")
+    # The bases are build arguments (local stand-ins can be passed in); their defaults are NVIDIA's public images.
+    args = global_build_args(instructions)
+    bases = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest.split()[0]) for kw, rest in instructions if kw == "FROM"
+    ]
+    cuda, ubuntu = args["CUDA_VERSION"], args["UBUNTU"]
+    assert bases == [f"nvidia/cuda:{cuda}-cudnn-devel-{ubuntu}", f"nvidia/cuda:{cuda}-cudnn-runtime-{ubuntu}"], bases
+    assert args["PYTHON"] == "python3.12", "Ubuntu 24.04's Python is the default"
     assert "onnxruntime-gpu==" in text and "-DGGML_CUDA=ON" in text
     assert dockerfile_env(final_stage(instructions))["EDGE_RUNNER_PROFILE"] == "cuda"
     runtime_pins = (ROOT / "requirements" / "runtime.txt").read_text(encoding="utf-8")
