@@ -188,7 +188,7 @@ class LlamaCppBackend(Backend):
             self._selection = (SelectionStep("GPU", True, f"n_gpu_layers={n_gpu_layers} and a GPU build"),)
         elif n_gpu_layers != 0:
             self._selection = (
-                SelectionStep("GPU", False, "this llama.cpp build has no GPU offload"),
+                SelectionStep("GPU", False, "llama.cpp sees no GPU (none present, or built without offload)"),
                 SelectionStep("CPU", True, "fallback"),
             )
         else:
