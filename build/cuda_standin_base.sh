@@ -3,11 +3,11 @@
 # script's log, since, ROOT, WORK and PIP_MOUNTS) when those images are not present locally.
 #
 # The stand-ins are the local Debian 12 base (localhost/edge-runner-base:bookworm-py3.11-amd64) plus NVIDIA's
-# CUDA 13.0.0 userland from NVIDIA's wheels on the Python package index, laid out as /usr/local/cuda-13.0
+# CUDA 13.0 (Update 2, 13.0.2) userland from NVIDIA's wheels on the Python package index, laid out as /usr/local/cuda-13.0
 # (bin, include, lib64, nvvm; /usr/local/cuda links to it, its lib64 is in ld.so.conf.d):
-#   localhost/edge-runner-cuda-standin:13.0.0-devel-bookworm    nvcc (+ crt headers, cicc/libdevice), CCCL
+#   localhost/edge-runner-cuda-standin:13.0.2-devel-bookworm    nvcc (+ crt headers, cicc/libdevice), CCCL
 #       (thrust, cub, libcu++), cudart, cuBLAS/cuBLASLt, cuFFT, cuRAND, NVRTC, nvJitLink, cuDNN 9, with headers
-#   localhost/edge-runner-cuda-standin:13.0.0-runtime-bookworm  the same shared libraries only
+#   localhost/edge-runner-cuda-standin:13.0.2-runtime-bookworm  the same shared libraries only
 # No wheel carries libcuda's link stub (NVIDIA's devel image has lib64/stubs/libcuda.so): llama.cpp links
 # libcuda only for its VMM memory pool, so the CUDA wheel made here is built with -DGGML_CUDA_NO_VMM=ON
 # (cudaMalloc pool instead). libcuda.so.1 itself always comes from the host's driver at run time.
