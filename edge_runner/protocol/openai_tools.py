@@ -121,7 +121,8 @@ def tool_spec(body: dict[str, Any]) -> ToolSpec | None:
         return ToolSpec(tuple(functions), "auto", parallel)
     if choice == "required":
         return ToolSpec(tuple(functions), "required", parallel)
-    named = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    function = choice.get("function") if isinstance(choice, dict) else None
+    named = function.get("name") if isinstance(function, dict) else None
     if not isinstance(named, str):
         raise MalformedRequest("'tool_choice' must be 'none', 'auto', 'required' or {'type': 'function', ...}")
     chosen = [f for f in functions if f["name"] == named]

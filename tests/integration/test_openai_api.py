@@ -297,6 +297,10 @@ def test_tool_call_round_trip_plain_and_streamed(client: openai.OpenAI) -> None:
             tools=[WEATHER],
             tool_choice={"type": "function", "function": {"name": "nope"}},
         )  # type: ignore[call-overload]
+    # malformed choices are 400s (a string "function" was a 500 until schemathesis found it)
+    for choice in ({"type": "function", "function": "get_weather"}, {"type": "function"}, ["auto"], 3):
+        with pytest.raises(openai.BadRequestError, match="'tool_choice' must be"):
+            client.chat.completions.create(messages=asked, model="tiny-llm", tools=[WEATHER], tool_choice=choice)  # type: ignore[call-overload]
 
 
 def test_logprobs_chat_and_completions(client: openai.OpenAI) -> None:
