@@ -65,9 +65,19 @@ def infer_json_object(body: bytes) -> dict[str, Any]:
         return json_object(body, empty_ok=False)
     # as_buffer flattens nested arrays; the data arrays were flat only if the body holds no '[' beyond the
     # arrays counted here (a '[' inside a string only sends the body down the reference path)
-    if body.count(b"[") != _arrays_in(parsed):
+    if _occurrences(body, b"[", _arrays_in(parsed) + 1) != _arrays_in(parsed):
         return json_object(body, empty_ok=False)
     return parsed
+
+
+def _occurrences(body: bytes, char: bytes, limit: int) -> int:
+    """How often ``char`` occurs in ``body``, counting no further than ``limit``: a few memchr scans where
+    ``bytes.count`` walks 3 MB byte by byte (1.5 ms, a third of the parse)."""
+    found, at = 0, body.find(char)
+    while at >= 0 and found < limit:
+        found += 1
+        at = body.find(char, at + 1)
+    return found
 
 
 def _arrays_in(value: Any) -> int:
