@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import falcon
@@ -17,6 +18,15 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
     length = req.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the {limit}-byte limit (--max-body-bytes)")
+    stream = req.env.get("wsgi.input")
+    if length is not None and type(stream) is io.BytesIO and stream.tell() == 0:
+        # waitress hands a body it buffered in memory over as that BytesIO: getvalue() gives its bytes without
+        # copying them (a 3 MB JSON tensor: one copy fewer under the GIL); a body it spilled to a file, or one
+        # sent chunked, is read below
+        data = stream.getvalue()
+        if len(data) == length:
+            stream.seek(length)
+            return data
     data = req.bounded_stream.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit (--max-body-bytes)")
