@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import signal
 import sys
 import threading
@@ -129,9 +130,34 @@ def worker_threads(settings: Settings) -> int:
     return max(settings.http_threads, settings.max_concurrent_requests + RESERVED_THREADS)
 
 
+#: glibc malloc arenas the server uses (glibc's own default is 8 per core)
+MALLOC_ARENAS = 2
+#: glibc's ``mallopt`` parameter number for the arena limit
+M_ARENA_MAX = -8
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas, unless ``MALLOC_ARENA_MAX`` in the environment already says how many.
+
+    Each worker thread that frees a large request body otherwise keeps the memory in an arena of its own: after
+    MobileNetV2 JSON load (3 MB bodies, 8 clients) the server held 424 MiB RSS with glibc's default and 278 MiB
+    with 2 arenas, at the same throughput. Returns whether the cap was set (not on other C libraries).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX") or platform.libc_ver()[0] != "glibc":
+        return False
+    import ctypes
+
+    try:
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, arenas))  # the process's own C library
+    except (OSError, AttributeError):
+        return False
+
+
 def serve(settings: Settings, profile: Profile, ready_file: Path | None = None) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code."""
     import waitress
+
+    limit_malloc_arenas()  # before the model runtimes and waitress start their threads
 
     from edge_runner.server.app import create_app
 
