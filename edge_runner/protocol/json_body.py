@@ -65,7 +65,8 @@ def infer_json_object(body: bytes) -> dict[str, Any]:
         return json_object(body, empty_ok=False)
     # as_buffer flattens nested arrays; the data arrays were flat only if the body holds no '[' beyond the
     # arrays counted here (a '[' inside a string only sends the body down the reference path)
-    if _occurrences(body, b"[", _arrays_in(parsed) + 1) != _arrays_in(parsed):
+    arrays = _arrays_in(parsed)
+    if _occurrences(body, b"[", arrays + 1) != arrays:
         return json_object(body, empty_ok=False)
     return parsed
 

@@ -20,9 +20,9 @@ def read_body(req: falcon.Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"request body of {length} bytes exceeds the {limit}-byte limit (--max-body-bytes)")
     stream = req.env.get("wsgi.input")
     if length is not None and type(stream) is io.BytesIO and stream.tell() == 0:
-        # waitress hands a body it buffered in memory over as that BytesIO: getvalue() gives its bytes without
-        # copying them (a 3 MB JSON tensor: one copy fewer under the GIL); a body it spilled to a file, or one
-        # sent chunked, is read below
+        # waitress hands a body it buffered in memory (chunked ones too, with the length set once de-chunked) over
+        # as that BytesIO: getvalue() gives its bytes without copying them (a 3 MB JSON tensor: one copy fewer
+        # under the GIL); a body it spilled to a file is read below
         data = stream.getvalue()
         if len(data) == length:
             stream.seek(length)
