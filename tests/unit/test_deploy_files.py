@@ -772,6 +772,11 @@ def test_arm64_image_builds_portable_llama_cpp() -> None:
     assert env["EDGE_RUNNER_PROFILE"] == "arm64"
 
 
+def expand_args(text: str, args: dict[str, str]) -> str:
+    """``text`` with each ``${NAME}`` replaced by ``args[NAME]``."""
+    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], text)
+
+
 def global_build_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
     """Defaults of the ARGs before the first FROM, each ${NAME} in them expanded from the earlier ones."""
     args: dict[str, str] = {}
@@ -780,7 +785,7 @@ def global_build_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
             break
         if keyword == "ARG":
             name, _, default = rest.partition("=")
-            args[name] = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], default.strip('"'))
+            args[name] = expand_args(default.strip('"'), args)
     return args
 
 
@@ -789,9 +794,7 @@ def test_cuda_image_swaps_in_gpu_runtimes() -> None:
     text = DOCKERFILES["cuda"].read_text(encoding="utf-8")
     # The bases are build arguments (local stand-ins can be passed in); their defaults are NVIDIA's public images.
     args = global_build_args(instructions)
-    bases = [
-        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], rest.split()[0]) for kw, rest in instructions if kw == "FROM"
-    ]
+    bases = [expand_args(rest.split()[0], args) for kw, rest in instructions if kw == "FROM"]
     cuda, ubuntu = args["CUDA_VERSION"], args["UBUNTU"]
     assert bases == [f"nvidia/cuda:{cuda}-cudnn-devel-{ubuntu}", f"nvidia/cuda:{cuda}-cudnn-runtime-{ubuntu}"], bases
     assert args["PYTHON"] == "python3.12", "Ubuntu 24.04's Python is the default"
